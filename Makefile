@@ -1,0 +1,74 @@
+# SentinAI everyday targets. The README's two commands are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+export PORT
+
+# Services the production topology and the test suite use (scripts/services.sh starts them).
+PG_APP_URL   ?= postgres://sentinai_app@127.0.0.1:5432/sentinai
+PG_OWNER_URL ?= postgres://sentinai@127.0.0.1:5432/sentinai
+AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
+REDIS_LOCAL  ?= redis://127.0.0.1:6379/0
+
+.PHONY: run stack test lint format migrate services bench bench-pipeline bench-queries clean help
+
+help:
+	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
+	@echo "make test   - the test suite against real PostgreSQL, RabbitMQ and Redis"
+	@echo "make stack  - production topology on local services: gunicorn, a worker per agent queue, beat, Flower"
+	@echo "make lint | format | migrate | bench | clean"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	@mkdir -p $${SENTINAI_VAR_DIR:-var}
+	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/python manage.py seed_demo > /dev/null
+	$(BIN)/python manage.py run_embedded --port $(PORT)
+
+services:
+	./scripts/services.sh
+
+migrate: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(VENV)/.dev services lint
+	$(BIN)/pytest
+
+stack: $(VENV)/.runtime services
+	WITH_MANAGEMENT=1 ./scripts/services.sh
+	DATABASE_URL=$(PG_APP_URL) DATABASE_OWNER_URL=$(PG_OWNER_URL) $(BIN)/python manage.py migrate --noinput -v 0
+	DATABASE_URL=$(PG_APP_URL) $(BIN)/python manage.py seed_demo
+	DATABASE_URL=$(PG_APP_URL) CELERY_BROKER_URL=$(AMQP_URL) REDIS_URL=$(REDIS_LOCAL) \
+	  DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/honcho start -f Procfile
+
+bench: bench-pipeline
+
+bench-pipeline: $(VENV)/.dev services
+	$(BIN)/python bench/pipeline.py
+
+bench-queries: $(VENV)/.dev services
+	$(BIN)/python bench/queries.py
+
+clean:
+	rm -rf var/ .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,201 @@
+"""Settings shared by every environment. Every value comes from the environment (12-factor).
+
+The defaults describe the embedded default (`make run`): a SQLite file under var/, the in-process
+broker and the local-memory cache, so a fresh machine needs nothing but Python. Setting DATABASE_URL,
+CELERY_BROKER_URL and REDIS_URL switches to PostgreSQL, RabbitMQ and Redis with the same code.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Local state of the embedded default: the SQLite file, demo keys, the beat schedule.
+VAR_DIR = Path(env.str("SENTINAI_VAR_DIR", default=str(BASE_DIR / "var")))
+
+SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-secret-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    # sentinai first so its management commands (migrate) take precedence over Django's.
+    "sentinai",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "django_filters",
+    "django_celery_results",
+    "pgtrigger",
+    "exceptions_app",
+    "playbooks_app",
+    "tools_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "sentinai.tenancy.AdminScopeMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# DATABASE_URL is the role the application runs as. On PostgreSQL that role is bound by row-level
+# security; DATABASE_OWNER_URL (optional) is the role that owns the schema and runs migrations.
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'sentinai.sqlite3'}"),
+}
+if env.str("DATABASE_OWNER_URL", default=""):
+    DATABASES["owner"] = env.db("DATABASE_OWNER_URL")
+
+DB_APP_ROLE = env.str("DB_APP_ROLE", default="sentinai_app")
+
+
+def _tune_database(db: dict) -> None:
+    engine = db["ENGINE"]
+    if engine.endswith("sqlite3"):
+        # One writer at a time; IMMEDIATE takes the write lock at BEGIN so concurrent
+        # transactions queue on the busy timeout instead of failing on lock upgrade.
+        db.setdefault("OPTIONS", {}).update(
+            {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+    elif "postgresql" in engine:
+        db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=300)
+        db["CONN_HEALTH_CHECKS"] = True
+        db.setdefault("OPTIONS", {}).setdefault("application_name", "sentinai")
+
+
+for _db in DATABASES.values():
+    _tune_database(_db)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache / Redis -------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery --------------------------------------------------------------------------------
+# Queue, exchange and route definitions live in config/routing.py; config/celery.py applies them.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://localhost/")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+CELERY_BROKER_USE_SSL = env.bool("CELERY_BROKER_USE_SSL", default=False)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+# RabbitMQ quorum-queue delivery limit: a message redelivered more often (a batch that keeps
+# killing its worker) is dead-lettered to the `dead_letter` queue.
+BROKER_DELIVERY_LIMIT = env.int("BROKER_DELIVERY_LIMIT", default=10)
+
+# --- SentinAI platform ---------------------------------------------------------------------
+SENTINAI = {
+    # Events per broker message (the unit of transport).
+    "BATCH_SIZE": env.int("SENTINAI_BATCH_SIZE", default=500),
+    # Outbox rows older than this that were never published are republished by the relay.
+    "OUTBOX_GRACE_SECONDS": env.float("SENTINAI_OUTBOX_GRACE_SECONDS", default=5.0),
+    # Published but unconsumed outbox rows older than this are republished (lost by a broker).
+    "OUTBOX_REDELIVER_SECONDS": env.float("SENTINAI_OUTBOX_REDELIVER_SECONDS", default=300.0),
+    # How often the scheduler relays the outbox and re-offers due retries and parked events.
+    "SCHEDULER_TICK_SECONDS": env.float("SENTINAI_SCHEDULER_TICK_SECONDS", default=1.0),
+    "SLA_SCAN_SECONDS": env.float("SENTINAI_SLA_SCAN_SECONDS", default=5.0),
+    "SLA_IMMINENT_FRACTION": env.float("SENTINAI_SLA_IMMINENT_FRACTION", default=0.8),
+    # Parked events (waiting for a predecessor) are re-offered after this delay as a safety net.
+    "PARKED_RECHECK_SECONDS": env.float("SENTINAI_PARKED_RECHECK_SECONDS", default=10.0),
+    # Retry policy defaults; override per agent in RETRY_POLICIES.
+    "RETRY_BASE_SECONDS": env.float("SENTINAI_RETRY_BASE_SECONDS", default=2.0),
+    "RETRY_FACTOR": env.float("SENTINAI_RETRY_FACTOR", default=2.0),
+    "RETRY_CAP_SECONDS": env.float("SENTINAI_RETRY_CAP_SECONDS", default=300.0),
+    "RETRY_MAX_ATTEMPTS": env.int("SENTINAI_RETRY_MAX_ATTEMPTS", default=5),
+    "RETRY_POLICIES": env.json("SENTINAI_RETRY_POLICIES", default={}),
+    "DOMAIN_PACK_DIRS": env.list("SENTINAI_DOMAIN_PACK_DIRS", default=[str(BASE_DIR / "domain_packs")]),
+    "MAX_PAYLOAD_BYTES": env.int("SENTINAI_MAX_PAYLOAD_BYTES", default=256 * 1024),
+    # Swap an agent's implementation: {"triage": "module:attribute"} (benchmarks, framework tests).
+    "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
+    # How long a worker keeps a batch while the database is unreachable before handing it back.
+    "DB_OUTAGE_BUDGET_SECONDS": env.float("SENTINAI_DB_OUTAGE_BUDGET_SECONDS", default=120.0),
+}
+
+# --- REST framework ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SentinAI API",
+    "DESCRIPTION": "Command and query APIs of the SentinAI exception-handling platform.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Misc ----------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": LOG_LEVEL},
+        # One line per task received/succeeded is noise at batch rates; failures still log.
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,3 @@
+"""Local development and the embedded default (`make run`)."""
+
+from .base import *  # noqa: F403

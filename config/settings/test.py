@@ -1,0 +1,20 @@
+"""pytest settings: the base settings against the real local services (scripts/services.sh).
+
+Any variable already set in the environment wins, so CI can point the suite elsewhere.
+"""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://sentinai_app@127.0.0.1:5432/sentinai")
+os.environ.setdefault("DATABASE_OWNER_URL", "postgres://sentinai@127.0.0.1:5432/sentinai")
+os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/sentinai_test")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+from .base import *  # noqa: F403
+from .base import DATABASES
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests own the test database's name; the owner alias creates and migrates it (tests/conftest.py).
+for _alias in DATABASES:
+    DATABASES[_alias]["TEST"] = {"NAME": "test_sentinai"}
+    DATABASES[_alias]["CONN_MAX_AGE"] = 0

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PlaybooksAppConfig(AppConfig):
+    name = "playbooks_app"
+    verbose_name = "Playbooks"

@@ -1,0 +1,133 @@
+"""Admin for the platform core. Admin requests run in an all-tenants scope (tenancy middleware); the
+event store and delivery records are read-only here."""
+
+from django.contrib import admin, messages
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from sentinai import deadletters
+from sentinai.models import (
+    DeadLetter,
+    DomainPack,
+    EventAttempt,
+    ExceptionEvent,
+    Outbox,
+    ParkedEvent,
+    ProcessedEvent,
+    Tenant,
+    TenantAPIKey,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "domain_pack", "rate_per_second", "burst", "max_in_flight", "is_active", "created_at")
+    list_filter = ("domain_pack", "is_active")
+    search_fields = ("id", "name")
+
+
+@admin.register(TenantAPIKey)
+class TenantAPIKeyAdmin(APIKeyModelAdmin):
+    list_display = (*APIKeyModelAdmin.list_display, "tenant", "is_operator")
+    list_filter = ("tenant", "is_operator", "revoked")
+
+
+@admin.register(DomainPack)
+class DomainPackAdmin(ReadOnlyAdmin):
+    list_display = ("name", "version", "checksum", "source", "loaded_at")
+    list_filter = ("name",)
+
+
+@admin.register(ExceptionEvent)
+class ExceptionEventAdmin(ReadOnlyAdmin):
+    list_display = ("event_type", "tenant_id", "exception_id", "sequence", "producer", "causation_id", "recorded_at")
+    list_filter = ("tenant_id", "event_type", "producer")
+    search_fields = ("=exception_id", "=event_id", "=causation_id")
+    ordering = ("-recorded_at",)
+    show_full_result_count = False
+
+
+@admin.register(Outbox)
+class OutboxAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant_id", "queue", "created_at", "published_at", "publish_count", "last_error")
+    list_filter = ("tenant_id", "queue", ("published_at", admin.EmptyFieldListFilter))
+    show_full_result_count = False
+
+
+@admin.register(ProcessedEvent)
+class ProcessedEventAdmin(ReadOnlyAdmin):
+    list_display = ("consumer", "event_id", "tenant_id", "processed_at")
+    list_filter = ("tenant_id", "consumer")
+    search_fields = ("=event_id",)
+    show_full_result_count = False
+
+
+@admin.register(EventAttempt)
+class EventAttemptAdmin(ReadOnlyAdmin):
+    list_display = ("consumer", "event_id", "tenant_id", "attempt", "state", "failed_at", "next_attempt_at", "error")
+    list_filter = ("tenant_id", "consumer", "state")
+    search_fields = ("=event_id", "=exception_id", "error")
+
+
+@admin.register(ParkedEvent)
+class ParkedEventAdmin(ReadOnlyAdmin):
+    list_display = ("consumer", "event_id", "tenant_id", "exception_id", "waiting_for", "parked_at")
+    list_filter = ("tenant_id", "consumer")
+    search_fields = ("=event_id", "=exception_id", "=waiting_for")
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "tenant_id",
+        "consumer",
+        "source",
+        "status",
+        "attempts",
+        "replay_count",
+        "short_error",
+        "created_at",
+    )
+    list_filter = ("tenant_id", "consumer", "source", "status")
+    search_fields = ("error", "=event_id", "=exception_id", "message_id")
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    actions = ("replay_selected", "discard_selected")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj):
+        return obj.error[:120]
+
+    @admin.action(description="Replay selected dead letters (their events run again)")
+    def replay_selected(self, request, queryset):
+        letters = [letter for letter in queryset if letter.status != DeadLetter.Status.DISCARDED]
+        replayable = [letter for letter in letters if letter.tenant_id and letter.event_ids]
+        count = deadletters.replay(replayable)
+        self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
+        if len(replayable) < len(letters):
+            self.message_user(
+                request,
+                f"{len(letters) - len(replayable)} hold no events (undecodable); discard them.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Discard selected dead letters (give up for good)")
+    def discard_selected(self, request, queryset):
+        count = deadletters.discard(list(queryset))
+        self.message_user(request, f"Discarded {count} dead letter(s).", messages.SUCCESS)

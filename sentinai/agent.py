@@ -1,0 +1,97 @@
+"""What an agent provides to the consumer framework: a pure decision function over events.
+
+An agent never touches the broker and never writes tables itself. For each event of a batch the
+framework calls `decide(batch, state, event)` with the loaded state of the event's exception and gets
+back a `Decision`: events to emit, projection changes on the exception row, and records to upsert
+in the agent's own tables. The framework does all I/O: loading (through `load`), locking,
+idempotency, ordering, retries, bulk writes, the outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from django.db import models
+
+from sentinai.events import Envelope, EventPayload
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """An event to append, for the cause's exception unless `exception_id` says otherwise."""
+
+    event_type: str
+    payload: dict[str, Any] | EventPayload
+    exception_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, payload: EventPayload, exception_id: uuid.UUID | None = None) -> Emit:
+        return cls(type(payload).event_type, payload, exception_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Insert a row, or update it where `unique` (field names of a unique constraint) matches."""
+
+    model: type[models.Model]
+    values: dict[str, Any]
+    unique: tuple[str, ...] = ("id",)
+
+
+@dataclass(slots=True)
+class Decision:
+    emit: list[Emit] = field(default_factory=list)
+    exception: dict[str, Any] = field(default_factory=dict)
+    records: list[Upsert] = field(default_factory=list)
+
+
+class PermanentError(Exception):
+    """The event can never succeed (e.g. it contradicts the stored state): dead-letter it at once
+    instead of retrying."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a decision may read: the tenant, the batch's events, the time the batch started (a pure
+    function must not read the clock), data the agent loaded, effect results."""
+
+    agent: str
+    tenant_id: str
+    tenant: Any
+    now: datetime
+    events: list[Envelope]
+    data: dict[str, Any] = field(default_factory=dict)
+    effects: dict[uuid.UUID, Any] = field(default_factory=dict)
+
+
+class Agent:
+    """Base of every agent. Subclasses set `name` and implement `decide`."""
+
+    name: ClassVar[str]
+    # Fields of the exception row the decision reads (state[...]); locked rows are loaded with them.
+    exception_fields: ClassVar[tuple[str, ...]] = ("status",)
+
+    def perform(self, batch: Batch, events: list[Envelope]) -> dict[uuid.UUID, Any]:
+        """Side effects outside the database transaction (the tool agent's calls). Runs before the
+        batch transaction, only for events not processed yet; results reach `decide` as
+        batch.effects[event_id]. Default: none."""
+        return {}
+
+    def load(self, batch: Batch, states: dict[uuid.UUID, dict[str, Any]]) -> None:
+        """Bulk-load what decisions need into batch.data (inside the batch transaction)."""
+
+    def decide(self, batch: Batch, state: dict[str, Any], event: Envelope) -> Decision:
+        raise NotImplementedError
+
+    def evolve(self, batch: Batch, state: dict[str, Any], decision: Decision) -> None:
+        """Fold a decision into the in-memory state, so the next event of the same exception in the
+        batch sees it. Default: apply the exception projection changes."""
+        state.update(decision.exception)
+
+    def on_dead_letter(self, batch: Batch, state: dict[str, Any], event: Envelope, error: str) -> Decision | None:
+        """The decision to apply when `event` is dead-lettered, or None to leave it unapplied (its
+        successors for this agent then wait for a replay)."""
+        return None

@@ -1,0 +1,22 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _grant_app_role(sender, using, **kwargs):
+    from django.conf import settings
+    from django.db import connections
+
+    from sentinai.rls import grant_app_role
+
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        grant_app_role(connection, settings.DB_APP_ROLE)
+
+
+class SentinaiConfig(AppConfig):
+    name = "sentinai"
+    verbose_name = "SentinAI platform"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        post_migrate.connect(_grant_app_role, sender=self)

@@ -1,0 +1,479 @@
+"""The batch consumer framework: how every agent runs (DESIGN.md §5).
+
+One broker message carries a batch of events of one tenant for one agent. `handle_batch` processes it
+in one database transaction, scoped to the tenant:
+
+1. lock the exception rows of the batch (sorted by id: concurrent batches cannot deadlock, and every
+   consumer of one exception is serialised behind that lock);
+2. idempotency: insert (consumer, event_id) for the whole batch into processed_event with
+   ON CONFLICT DO NOTHING RETURNING; only returned events are new;
+3. ordering: an event is applied only after its predecessor for this consumer (fixed at append time
+   in metadata.prev) was applied, earlier in this batch or before; otherwise it is parked and
+   re-offered as soon as the predecessor is applied;
+4. decide: the agent's pure decision function, event by event, under try/except - one failing event
+   never fails its batch. A failed event gets a retry record (exponential backoff with jitter) and a
+   RetryScheduled event, or after its last attempt a DeadLettered event and a dead-letter row;
+5. write everything in bulk (projections, new events, outbox rows) under one savepoint. Should that
+   bulk write fail, each exception's share is retried under its own savepoint, so one bad event
+   still cannot take the others down;
+6. delete the consumed outbox rows, commit; the new events' outbox rows are published after commit;
+   the broker message is acked after that (acks_late).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from sentinai import bulk, store
+from sentinai.agent import Agent, Batch, Decision, PermanentError, Upsert
+from sentinai.events import (
+    SUBSCRIPTIONS,
+    DeadLettered,
+    Envelope,
+    RetryScheduled,
+    derived_event_id,
+)
+from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, Tenant
+from sentinai.retry import policy_for
+from sentinai.tenancy import tenant_scope
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_VERSION = 1
+# A bulk write that fails for a data reason falls back to per-exception writes; a lost connection
+# or a deadlock fails the batch (the broker redelivers it).
+_WRITE_ERRORS = (DatabaseError,)
+_CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+class PoisonMessage(ValueError):
+    """The message is not a batch this agent can read; it is dead-lettered whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingBatch:
+    tenant_id: str
+    agent: str
+    outbox_ids: list[int]
+    events: list[Envelope]
+
+
+def decode(agent: str, body: Any) -> IncomingBatch:
+    """Validate a message body; anything unexpected is a PoisonMessage."""
+    try:
+        if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION:
+            raise PoisonMessage(f"unsupported message (version {body.get('v') if isinstance(body, dict) else None!r})")
+        if body.get("agent") != agent:
+            raise PoisonMessage(f"message for agent {body.get('agent')!r} delivered to {agent!r}")
+        tenant_id = body["tenant_id"]
+        if not isinstance(tenant_id, str) or not tenant_id or tenant_id == "*":
+            raise PoisonMessage("message names no tenant")
+        outbox_ids = [int(i) for i in body.get("outbox_ids") or []]
+        events = [Envelope.from_message(tenant_id, e) for e in body["events"]]
+    except PoisonMessage:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PoisonMessage(f"undecodable batch: {type(exc).__name__}: {exc}") from exc
+    wanted = SUBSCRIPTIONS.get(agent, frozenset())
+    stray = [e.event_type for e in events if e.event_type not in wanted]
+    if stray:
+        raise PoisonMessage(f"agent {agent!r} does not consume {sorted(set(stray))}")
+    return IncomingBatch(tenant_id=tenant_id, agent=agent, outbox_ids=outbox_ids, events=events)
+
+
+@dataclass(slots=True)
+class Report:
+    """What happened to a batch; logged, counted in metrics, asserted on in tests."""
+
+    received: int = 0
+    duplicates: int = 0
+    applied: int = 0
+    parked: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    released: int = 0
+    emitted: int = 0
+    fallback: bool = False
+    applied_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    event: Envelope
+    decision: Decision | None = None
+    error: str | None = None
+    permanent: bool = False
+    waiting_for: uuid.UUID | None = None
+
+
+def handle_batch(agent: Agent, body: Any) -> Report:
+    """Process one message for `agent`. Raises PoisonMessage for a message that cannot be read."""
+    incoming = decode(agent.name, body)
+    effects: dict[uuid.UUID, Any] = {}
+    if type(agent).perform is not Agent.perform:
+        effects = _perform(agent, incoming)
+    for attempt in range(1, 4):
+        try:
+            return _process(agent, incoming, effects)
+        except DatabaseError as exc:
+            # Deadlocks and serialisation failures are transient by definition: run the batch again.
+            if attempt < 3 and getattr(getattr(exc, "__cause__", None), "sqlstate", None) in ("40P01", "40001"):
+                logger.warning("batch for %s hit %s; running it again", agent.name, exc)
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def _perform(agent: Agent, incoming: IncomingBatch) -> dict[uuid.UUID, Any]:
+    ids = [e.event_id for e in incoming.events]
+    with tenant_scope(incoming.tenant_id):
+        done = set(
+            ProcessedEvent.objects.filter(consumer=agent.name, event_id__in=ids).values_list("event_id", flat=True)
+        )
+        tenant = Tenant.objects.get(pk=incoming.tenant_id)
+    pending = [e for e in incoming.events if e.event_id not in done]
+    if not pending:
+        return {}
+    batch = Batch(agent=agent.name, tenant_id=incoming.tenant_id, tenant=tenant, now=timezone.now(), events=pending)
+    return agent.perform(batch, pending)
+
+
+def _claim(consumer: str, tenant_id: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    rows = bulk.insert(
+        ProcessedEvent,
+        [{"consumer": consumer, "event_id": i, "tenant_id": tenant_id} for i in event_ids],
+        conflict=("consumer", "event_id"),
+        returning=("event_id",),
+    )
+    return {_uuid(r[0]) for r in rows}
+
+
+def _unclaim(consumer: str, event_ids: list[uuid.UUID]) -> None:
+    if event_ids:
+        ProcessedEvent.objects.filter(consumer=consumer, event_id__in=event_ids).delete()
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _process(agent: Agent, incoming: IncomingBatch, effects: dict[uuid.UUID, Any]) -> Report:
+    report = Report(received=len(incoming.events))
+    tenant_id = incoming.tenant_id
+    events = list({e.event_id: e for e in incoming.events}.values())
+    with tenant_scope(tenant_id):
+        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        if tenant is None:
+            raise PoisonMessage(f"unknown tenant {tenant_id!r}")
+        streams = store.lock_streams(tenant_id, {e.exception_id for e in events}, agent.exception_fields)
+        orphans = [e for e in events if e.exception_id not in streams]
+        claimed = _claim(agent.name, tenant_id, [e.event_id for e in events if e.exception_id in streams])
+        fresh = sorted(
+            (e for e in events if e.event_id in claimed),
+            key=lambda e: (e.exception_id.int, e.sequence),
+        )
+        report.duplicates = len(events) - len(orphans) - len(fresh)
+
+        batch = Batch(
+            agent=agent.name, tenant_id=tenant_id, tenant=tenant, now=timezone.now(), events=fresh, effects=effects
+        )
+        outcomes = _decide(agent, batch, streams, fresh)
+        snapshot = copy.deepcopy(streams)
+        try:
+            with transaction.atomic():
+                _write(agent, batch, streams, outcomes, report)
+        except _WRITE_ERRORS as exc:
+            if isinstance(exc, _CONNECTION_ERRORS):
+                raise
+            logger.warning("bulk write of a %s batch failed (%s); writing exception by exception", agent.name, exc)
+            report = _write_each(agent, batch, snapshot, outcomes, report)
+        if orphans:
+            _dead_letter_orphans(agent.name, tenant_id, orphans)
+            report.dead_lettered += len(orphans)
+        if incoming.outbox_ids:
+            Outbox.objects.filter(id__in=incoming.outbox_ids).delete()
+    return report
+
+
+def _decide(
+    agent: Agent, batch: Batch, streams: dict[uuid.UUID, store.Stream], fresh: list[Envelope]
+) -> list[_Outcome]:
+    prevs = {p for e in fresh if (p := e.prev_for(agent.name)) is not None}
+    prevs -= {e.event_id for e in fresh}
+    applied_before = (
+        set(ProcessedEvent.objects.filter(consumer=agent.name, event_id__in=prevs).values_list("event_id", flat=True))
+        if prevs
+        else set()
+    )
+    states = {xid: dict(s.fields) for xid, s in streams.items()}
+    agent.load(batch, states)
+    applied: set[uuid.UUID] = set()
+    outcomes = []
+    for event in fresh:
+        prev = event.prev_for(agent.name)
+        if prev is not None and prev not in applied_before and prev not in applied:
+            outcomes.append(_Outcome(event, waiting_for=prev))
+            continue
+        state = states[event.exception_id]
+        try:
+            decision = agent.decide(batch, state, event)
+            agent.evolve(batch, state, decision)
+        except PermanentError as exc:
+            outcomes.append(_Outcome(event, error=_describe(exc), permanent=True))
+            continue
+        except Exception as exc:  # any failure of one event is isolated to that event
+            logger.warning("%s failed on %s %s: %s", agent.name, event.event_type, event.event_id, _describe(exc))
+            outcomes.append(_Outcome(event, error=_describe(exc)))
+            continue
+        outcomes.append(_Outcome(event, decision=decision))
+        applied.add(event.event_id)
+    return outcomes
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
+    """Slow path: each exception's outcomes under their own savepoint. An exception whose write fails
+    gets its first applied event retried and the rest parked behind it."""
+    report = Report(received=report.received, duplicates=report.duplicates, fallback=True)
+    by_exception: dict[uuid.UUID, list[_Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_exception[outcome.event.exception_id].append(outcome)
+    for xid, group in by_exception.items():
+        streams = {xid: copy.deepcopy(snapshot[xid])}
+        try:
+            with transaction.atomic():
+                _write(agent, batch, streams, group, report)
+            snapshot[xid] = streams[xid]
+            continue
+        except _WRITE_ERRORS as exc:
+            if isinstance(exc, _CONNECTION_ERRORS):
+                raise
+            error = f"write failed: {_describe(exc)}"
+        degraded, blocker = [], None
+        for outcome in group:
+            if outcome.decision is not None and blocker is None:
+                blocker = outcome.event.event_id
+                degraded.append(_Outcome(outcome.event, error=error))
+            elif blocker is not None and outcome.decision is not None:
+                degraded.append(_Outcome(outcome.event, waiting_for=blocker))
+            else:
+                degraded.append(outcome)
+        streams = {xid: copy.deepcopy(snapshot[xid])}
+        with transaction.atomic():
+            _write(agent, batch, streams, degraded, report)
+        snapshot[xid] = streams[xid]
+    return report
+
+
+def _write(
+    agent: Agent, batch: Batch, streams: dict[uuid.UUID, store.Stream], outcomes: list[_Outcome], report: Report
+) -> None:
+    tenant_id = batch.tenant_id
+    failed = [o for o in outcomes if o.error is not None]
+    parked = [o for o in outcomes if o.waiting_for is not None]
+    new_events: list[store.NewEvent] = []
+    final_decisions: dict[uuid.UUID, Decision] = {}
+    if failed:
+        new_events, final_decisions = _fail(agent, batch, streams, failed, report)
+    # (event, decision, salt): a decision taken on a dead letter emits under its own ids, so that a
+    # later successful replay of the event does not collide with them.
+    applied = [(o.event, o.decision, "") for o in outcomes if o.decision is not None]
+    applied += [
+        (o.event, final_decisions[o.event.event_id], "dl") for o in failed if o.event.event_id in final_decisions
+    ]
+    _unclaim(agent.name, [o.event.event_id for o in (*failed, *parked) if o.event.event_id not in final_decisions])
+    if parked:
+        bulk.insert(
+            ParkedEvent,
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "consumer": agent.name,
+                    "event_id": o.event.event_id,
+                    "exception_id": o.event.exception_id,
+                    "waiting_for": o.waiting_for,
+                }
+                for o in parked
+            ],
+            conflict=("consumer", "event_id"),
+        )
+        report.parked += len(parked)
+
+    upserts: dict[tuple, list[Upsert]] = defaultdict(list)
+    for cause, decision, salt in applied:
+        if decision.exception:
+            streams[cause.exception_id].changes.update(decision.exception)
+        for record in decision.records:
+            upserts[(record.model, record.unique, tuple(record.values))].append(record)
+        for index, emit in enumerate(decision.emit):
+            new_events.append(
+                store.NewEvent(
+                    exception_id=emit.exception_id or cause.exception_id,
+                    event_type=emit.event_type,
+                    payload=emit.payload,
+                    causation_id=cause.event_id,
+                    event_id=derived_event_id(agent.name, cause.event_id, f"{salt}{index}"),
+                )
+            )
+    for (model, unique, names), records in upserts.items():
+        _upsert(model, unique, names, records)
+
+    envelopes = store.stage(tenant_id, streams, new_events, producer=agent.name)
+    store.write_events(tenant_id, envelopes)
+    store.write_streams(streams.values())
+    report.emitted += len(envelopes)
+    applied_ids = [cause.event_id for cause, _, _ in applied]
+    report.applied += len(applied_ids)
+    report.applied_ids.extend(applied_ids)
+    if applied_ids:
+        report.released += _release_parked(agent.name, tenant_id, applied_ids)
+
+
+def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: list[Upsert]) -> None:
+    objs = [model(**r.values) for r in records]
+    update_fields = [n for n in names if n not in unique and n != model._meta.pk.name]
+    if update_fields:
+        model.objects.bulk_create(objs, update_conflicts=True, unique_fields=list(unique), update_fields=update_fields)
+    else:
+        model.objects.bulk_create(objs, ignore_conflicts=True)
+
+
+def _release_parked(consumer: str, tenant_id: str, applied_ids: list[uuid.UUID]) -> int:
+    clause, params = bulk.in_clause(applied_ids, uuids=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM parked_event WHERE consumer = %s AND waiting_for {clause} RETURNING event_id",
+            [consumer, *params],
+        )
+        released = [_uuid(r[0]) for r in cursor.fetchall()]
+    if released:
+        store.offer(tenant_id, {consumer: released})
+    return len(released)
+
+
+def _fail(
+    agent: Agent, batch: Batch, streams, failed: list[_Outcome], report: Report
+) -> tuple[list[store.NewEvent], dict[uuid.UUID, Decision]]:
+    """Retry records and RetryScheduled events, or dead letters, for the failed events; and the
+    agent's final decisions for the dead-lettered ones that have one."""
+    policy = policy_for(agent.name)
+    ids = [o.event.event_id for o in failed]
+    last_attempt = dict(
+        EventAttempt.objects.filter(consumer=agent.name, event_id__in=ids)
+        .values("event_id")
+        .annotate(n=Max("attempt"))
+        .values_list("event_id", "n")
+    )
+    # A replayed dead letter starts a new round of attempts after the ones it already used.
+    round_base = dict(
+        DeadLetter.objects.filter(source=DeadLetter.Source.HANDLER, consumer=agent.name, event_id__in=ids).values_list(
+            "event_id", "attempts"
+        )
+    )
+    new_events = []
+    attempts = []
+    final_decisions = {}
+    for outcome in failed:
+        event = outcome.event
+        attempt = last_attempt.get(event.event_id, 0) + 1
+        in_round = attempt - round_base.get(event.event_id, 0)
+        final = outcome.permanent or in_round >= policy.max_attempts
+        next_at = None if final else batch.now + timedelta(seconds=policy.delay(in_round))
+        attempts.append(
+            {
+                "tenant_id": batch.tenant_id,
+                "consumer": agent.name,
+                "event_id": event.event_id,
+                "exception_id": event.exception_id,
+                "attempt": attempt,
+                "error": outcome.error,
+                "next_attempt_at": next_at,
+                "state": EventAttempt.State.DEAD_LETTERED if final else EventAttempt.State.SCHEDULED,
+            }
+        )
+        if not final:
+            report.retried += 1
+            new_events.append(
+                store.NewEvent(
+                    exception_id=event.exception_id,
+                    event_type="RetryScheduled",
+                    payload=RetryScheduled(
+                        consumer=agent.name,
+                        failed_event_id=str(event.event_id),
+                        failed_event_type=event.event_type,
+                        attempt=attempt,
+                        error=outcome.error,
+                        next_attempt_at=next_at.isoformat(),
+                    ),
+                    causation_id=event.event_id,
+                    event_id=derived_event_id(agent.name, event.event_id, f"retry:{attempt}"),
+                )
+            )
+            continue
+        report.dead_lettered += 1
+        letter, _ = DeadLetter.objects.update_or_create(
+            source=DeadLetter.Source.HANDLER,
+            consumer=agent.name,
+            event_id=event.event_id,
+            defaults={
+                "tenant_id": batch.tenant_id,
+                "exception_id": event.exception_id,
+                "event_ids": [str(event.event_id)],
+                "error": outcome.error,
+                "attempts": attempt,
+                "status": DeadLetter.Status.OPEN,
+            },
+        )
+        new_events.append(
+            store.NewEvent(
+                exception_id=event.exception_id,
+                event_type="DeadLettered",
+                payload=DeadLettered(
+                    consumer=agent.name,
+                    failed_event_id=str(event.event_id),
+                    failed_event_type=event.event_type,
+                    attempts=attempt,
+                    error=outcome.error,
+                    dead_letter_id=letter.pk,
+                ),
+                causation_id=event.event_id,
+                event_id=derived_event_id(agent.name, event.event_id, f"dead:{attempt}"),
+            )
+        )
+        # The agent may turn the dead letter into a final decision (e.g. the tool agent marks its
+        # execution dead_lettered and tells the playbook). That counts as applying the event.
+        state = dict(streams[event.exception_id].fields) if event.exception_id in streams else {}
+        final_decision = agent.on_dead_letter(batch, state, event, outcome.error)
+        if final_decision is not None:
+            final_decisions[event.event_id] = final_decision
+    bulk.insert(EventAttempt, attempts)
+    return new_events, final_decisions
+
+
+def _dead_letter_orphans(consumer: str, tenant_id: str, orphans: list[Envelope]) -> None:
+    for event in orphans:
+        DeadLetter.objects.update_or_create(
+            source=DeadLetter.Source.HANDLER,
+            consumer=consumer,
+            event_id=event.event_id,
+            defaults={
+                "tenant_id": tenant_id,
+                "exception_id": event.exception_id,
+                "event_ids": [str(event.event_id)],
+                "error": f"exception {event.exception_id} does not exist for tenant {tenant_id}",
+                "status": DeadLetter.Status.OPEN,
+            },
+        )

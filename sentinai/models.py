@@ -1,0 +1,261 @@
+"""Platform core tables: tenants and keys, domain packs, the event store and the delivery machinery.
+
+The delivery tables (outbox, processed_event, event_attempt, parked_event, dead_letter) carry
+`tenant_id` as a plain column, not a foreign key: they sit on the hot path, are written in bulk, and
+row-level security on `tenant_id` scopes them on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Now
+from rest_framework_api_key.models import AbstractAPIKey
+
+TENANT_SLUG = RegexValidator(
+    r"^[a-z0-9][a-z0-9-]{1,62}$",
+    "A tenant id is 2-63 lowercase letters, digits or hyphens, starting with a letter or digit.",
+)
+
+
+class Tenant(models.Model):
+    id = models.CharField(primary_key=True, max_length=63, validators=[TENANT_SLUG])
+    name = models.CharField(max_length=200)
+    domain_pack = models.CharField(max_length=100)
+    # Pack overrides for this tenant (SLA windows, thresholds, allowed tool hosts, ...).
+    overrides = models.JSONField(default=dict, blank=True)
+    # Admission control: token bucket (requests/s, burst) and the in-flight cap.
+    rate_per_second = models.FloatField(default=200.0)
+    burst = models.PositiveIntegerField(default=400)
+    max_in_flight = models.PositiveIntegerField(default=100_000)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "tenant"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class TenantAPIKey(AbstractAPIKey):
+    """An API key of one tenant, stored as prefix + SHA-512 hash (djangorestframework-api-key).
+
+    Operator keys read across tenants and may replay dead letters.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    is_operator = models.BooleanField(default=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        db_table = "api_key"
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class DomainPack(models.Model):
+    """A loaded, validated version of a domain pack. Versions are immutable once loaded."""
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    checksum = models.CharField(max_length=64)
+    source = models.CharField(max_length=500, blank=True)
+    loaded_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "domain_pack"
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="domain_pack_version_uniq")]
+        ordering = ["name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class ExceptionEvent(models.Model):
+    """One immutable event of the event store (DESIGN.md §3). Append-only, enforced by a trigger."""
+
+    event_id = models.UUIDField(primary_key=True)
+    tenant_id = models.CharField(max_length=63)
+    exception_id = models.UUIDField()
+    event_type = models.CharField(max_length=64)
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    sequence = models.PositiveIntegerField()
+    causation_id = models.UUIDField(null=True, blank=True)
+    producer = models.CharField(max_length=32)
+    payload = models.JSONField(default=dict)
+    # Delivery metadata fixed at append time: for each subscribed consumer, the previous event of
+    # this exception that the consumer must apply first ("prev"); trace context.
+    metadata = models.JSONField(default=dict)
+    recorded_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "exception_event"
+        constraints = [
+            models.UniqueConstraint(fields=["exception_id", "sequence"], name="exception_event_seq_uniq"),
+        ]
+        indexes = [models.Index(fields=["tenant_id", "recorded_at"], name="exception_event_tenant_time")]
+        triggers = [
+            pgtrigger.Protect(
+                name="append_only",
+                operation=pgtrigger.Update | pgtrigger.Delete,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.sequence} of {self.exception_id}"
+
+
+class Outbox(models.Model):
+    """A batch of events owed to one agent queue.
+
+    Written in the same transaction as the events. The publisher sends the batch as one message and
+    stamps `published_at`; the consuming agent deletes the row in the transaction that processes the
+    batch. Rows therefore stay until consumed, so the relay can re-offer what a broker lost.
+    """
+
+    tenant_id = models.CharField(max_length=63)
+    queue = models.CharField(max_length=32)
+    event_ids = models.JSONField()
+    created_at = models.DateTimeField(db_default=Now())
+    published_at = models.DateTimeField(null=True, blank=True)
+    publish_count = models.PositiveIntegerField(db_default=0)
+    last_error = models.TextField(blank=True, db_default="")
+
+    class Meta:
+        db_table = "outbox"
+        indexes = [models.Index(fields=["created_at"], name="outbox_created")]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.pk} -> {self.queue} ({len(self.event_ids)} events)"
+
+
+class ProcessedEvent(models.Model):
+    """Idempotency: one row per (consumer, event) applied. Inserted in the batch transaction."""
+
+    consumer = models.CharField(max_length=32)
+    event_id = models.UUIDField()
+    tenant_id = models.CharField(max_length=63)
+    processed_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "processed_event"
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id"], name="processed_event_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}:{self.event_id}"
+
+
+class EventAttempt(models.Model):
+    """A failed attempt of one consumer at one event: the retry record (DESIGN.md §5)."""
+
+    class State(models.TextChoices):
+        SCHEDULED = "scheduled"  # due at next_attempt_at
+        OFFERED = "offered"  # re-offered to the agent queue
+        DEAD_LETTERED = "dead_lettered"  # the last attempt; see DeadLetter
+
+    tenant_id = models.CharField(max_length=63)
+    consumer = models.CharField(max_length=32)
+    event_id = models.UUIDField()
+    exception_id = models.UUIDField()
+    attempt = models.PositiveIntegerField()
+    error = models.TextField()
+    failed_at = models.DateTimeField(db_default=Now())
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
+
+    class Meta:
+        db_table = "event_attempt"
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id", "attempt"], name="event_attempt_uniq"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="event_attempt_due",
+                condition=models.Q(state="scheduled"),
+            ),
+            models.Index(fields=["tenant_id", "consumer", "event_id"], name="event_attempt_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}:{self.event_id} attempt {self.attempt}"
+
+
+class ParkedEvent(models.Model):
+    """An event that arrived before its predecessor (for the same consumer and exception)."""
+
+    tenant_id = models.CharField(max_length=63)
+    consumer = models.CharField(max_length=32)
+    event_id = models.UUIDField()
+    exception_id = models.UUIDField()
+    waiting_for = models.UUIDField()
+    parked_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "parked_event"
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id"], name="parked_event_uniq"),
+        ]
+        indexes = [models.Index(fields=["consumer", "waiting_for"], name="parked_event_waiting")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}:{self.event_id} waits for {self.waiting_for}"
+
+
+class DeadLetter(models.Model):
+    """Work that could not be done: an event that failed its last attempt (source=handler), or a
+    message the broker dead-lettered (source=broker: undecodable, or it kept killing workers)."""
+
+    class Source(models.TextChoices):
+        HANDLER = "handler"
+        BROKER = "broker"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        REPLAYED = "replayed"
+        DISCARDED = "discarded"
+
+    # Null only for broker dead letters whose body names no tenant (undecodable messages).
+    tenant_id = models.CharField(max_length=63, null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    consumer = models.CharField(max_length=32)
+    event_id = models.UUIDField(null=True, blank=True)
+    exception_id = models.UUIDField(null=True, blank=True)
+    event_ids = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    # Broker dead letters: the message id, body (as received) and headers (x-death, ...).
+    message_id = models.CharField(max_length=200, null=True, blank=True)
+    body = models.TextField(blank=True, default="")
+    headers = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    replay_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "dead_letter"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "event_id"],
+                name="dead_letter_event_uniq",
+                condition=models.Q(source="handler"),
+            ),
+            models.UniqueConstraint(
+                fields=["message_id"],
+                name="dead_letter_message_uniq",
+                condition=models.Q(source="broker"),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant_id", "status", "created_at"], name="dead_letter_tenant_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"dead letter #{self.pk} ({self.consumer}, {self.status})"

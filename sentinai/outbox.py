@@ -1,0 +1,178 @@
+"""Publishing the outbox: the only code that sends to the broker.
+
+Fast path: after the appending transaction commits, its outbox rows are published (one message per
+row, a batch of events of one tenant for one agent queue) with publisher confirms, and stamped
+`published_at`. The consuming agent deletes the row when it has processed the batch.
+
+Relay (the scheduler, every tick): republishes rows the fast path never published (process crash
+between commit and publish, broker outage) and rows published long ago but never consumed whose
+queue is empty (lost by the broker: a purged queue, a restarted in-process broker).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from config.celery import app as celery_app
+from sentinai import store
+from sentinai.events import Envelope
+from sentinai.models import Outbox
+from sentinai.tenancy import all_tenants_scope, tenant_scope
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_VERSION = 1
+CONFIRM_TIMEOUT = 10.0
+# After a failed fast-path publish, leave publishing to the relay for this long, so requests do not
+# each wait on a broker that is down.
+FAST_PATH_PAUSE_SECONDS = 5.0
+
+_paused_until = 0.0
+
+
+def task_name(queue: str) -> str:
+    return f"agents.{queue}.handle_batch"
+
+
+def message_body(row: store.OutboxRow, events: Sequence[Envelope]) -> dict:
+    return {
+        "v": MESSAGE_VERSION,
+        "tenant_id": row.tenant_id,
+        "agent": row.queue,
+        "outbox_ids": [row.id],
+        "events": [e.to_message() for e in events],
+    }
+
+
+def _send(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope]) -> list[int]:
+    """Send each row as one message; returns the ids of rows the broker confirmed."""
+    sent = []
+    with celery_app.producer_or_acquire() as producer:
+        for row in rows:
+            events = [envelopes[i] for i in row.event_ids if i in envelopes]
+            if len(events) != len(row.event_ids):
+                logger.error("outbox row %s references events that are not stored; skipping it", row.id)
+                continue
+            celery_app.send_task(
+                task_name(row.queue),
+                args=[message_body(row, events)],
+                queue=row.queue,
+                routing_key=row.queue,
+                producer=producer,
+                confirm_timeout=CONFIRM_TIMEOUT,
+                retry=False,
+            )
+            sent.append(row.id)
+    return sent
+
+
+def _missing_envelopes(rows: Sequence[store.OutboxRow], known: dict[uuid.UUID, Envelope]) -> dict[uuid.UUID, Envelope]:
+    wanted: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for row in rows:
+        wanted[row.tenant_id].update(i for i in row.event_ids if i not in known)
+    found = dict(known)
+    for tenant_id, ids in wanted.items():
+        if ids:
+            found.update(store.load_envelopes(tenant_id, ids))
+    return found
+
+
+def _mark_published(ids: Sequence[int]) -> None:
+    Outbox.objects.filter(id__in=ids).update(
+        published_at=timezone.now(), publish_count=F("publish_count") + 1, last_error=""
+    )
+
+
+def publish_after_commit(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope]) -> None:
+    """The fast path (an on_commit callback). Never raises: what it cannot publish the relay will."""
+    global _paused_until
+    if not rows or time.monotonic() < _paused_until:
+        return
+    tenant_id = rows[0].tenant_id
+    try:
+        with tenant_scope(tenant_id):
+            found = _missing_envelopes(rows, envelopes)
+        sent = _send(rows, found)
+    except Exception as exc:
+        _paused_until = time.monotonic() + FAST_PATH_PAUSE_SECONDS
+        logger.warning("fast-path publish failed, the relay will publish %d outbox rows: %s", len(rows), exc)
+        return
+    try:
+        with tenant_scope(tenant_id):
+            _mark_published(sent)
+    except Exception as exc:  # the messages went out; the relay may send them again (harmless)
+        logger.warning("could not stamp outbox rows %s as published: %s", sent, exc)
+
+
+def _queue_depth(queue: str) -> int | None:
+    try:
+        with celery_app.connection_for_write() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:
+        return None
+
+
+def relay_all_tenants(limit: int = 500) -> int:
+    """Republish outbox rows the fast path missed, and rows a broker lost. Returns rows sent."""
+    cfg = settings.SENTINAI
+    now = timezone.now()
+    unpublished_before = now - timedelta(seconds=cfg["OUTBOX_GRACE_SECONDS"])
+    published_before = now - timedelta(seconds=cfg["OUTBOX_REDELIVER_SECONDS"])
+    with all_tenants_scope():
+        candidates = list(
+            Outbox.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(published_at__isnull=True, created_at__lt=unpublished_before) | Q(published_at__lt=published_before)
+            )
+            .order_by("id")[:limit]
+        )
+        if not candidates:
+            return 0
+        # A published, unconsumed row whose queue still holds messages is most likely waiting in
+        # that backlog; only an empty queue proves the broker lost it.
+        depth: dict[str, int | None] = {}
+        rows = []
+        for row in candidates:
+            if row.published_at is not None:
+                if row.queue not in depth:
+                    depth[row.queue] = _queue_depth(row.queue)
+                if depth[row.queue]:
+                    continue
+            rows.append(
+                store.OutboxRow(
+                    id=row.id,
+                    tenant_id=row.tenant_id,
+                    queue=row.queue,
+                    event_ids=tuple(uuid.UUID(i) for i in row.event_ids),
+                )
+            )
+        if not rows:
+            return 0
+        envelopes = _missing_envelopes(rows, {})
+        try:
+            sent = _send(rows, envelopes)
+        except (BrokerOperationalError, OSError, ConnectionError) as exc:
+            logger.warning("relay could not reach the broker (%d rows wait in the outbox): %s", len(rows), exc)
+            Outbox.objects.filter(id__in=[r.id for r in rows]).update(last_error=str(exc)[:500])
+            return 0
+        _mark_published(sent)
+        if sent:
+            logger.info("relay published %d outbox rows", len(sent))
+        return len(sent)
+
+
+def forget_publications_all_tenants() -> int:
+    """Mark every outbox row unpublished. For the in-process broker, whose messages die with the
+    process: at start-up everything still in the outbox is owed again."""
+    with all_tenants_scope():
+        return Outbox.objects.filter(published_at__isnull=False).update(published_at=None)

@@ -1,0 +1,53 @@
+"""Test database and broker set-up.
+
+The schema owner creates and migrates the test database; the tests and every worker subprocess run
+as the row-level-security-bound application role, exactly as in production. Integration tests run
+real Celery workers (tests/support/workers.py) on the RabbitMQ vhost `sentinai_test`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connections
+
+from config import routing
+from config.celery import app as celery_app
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(request, django_test_environment, django_db_blocker, django_db_keepdb):
+    owner = connections["owner"]
+    default = connections["default"]
+    with django_db_blocker.unblock():
+        old_name = owner.settings_dict["NAME"]
+        test_name = owner.creation.create_test_db(
+            verbosity=0, autoclobber=True, keepdb=django_db_keepdb, serialize=False
+        )
+        default.creation.set_as_test_mirror(owner.settings_dict)
+        default.close()
+        with owner.cursor() as cursor:
+            # Test isolation between transactional tests empties tables with TRUNCATE; production
+            # never grants it (the event store is append-only).
+            cursor.execute("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO sentinai_app")
+    yield test_name
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            conn.close()
+        if not django_db_keepdb:
+            owner.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+
+
+@pytest.fixture
+def purge_broker():
+    """Empty every work queue and the DLQ of the test vhost (declaring them if needed)."""
+    with celery_app.connection_for_write() as conn:
+        routing.declare_topology(conn)
+        channel = conn.default_channel
+        for queue in (*routing.work_queues(), routing.dead_letter_queue()):
+            channel.queue_purge(queue.name)
+    yield
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    return tmp_path

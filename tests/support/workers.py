@@ -1,0 +1,97 @@
+"""Real Celery workers in subprocesses, on the test RabbitMQ vhost and the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connections
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess of the platform that uses the test database and broker."""
+    db = connections["default"].settings_dict
+    owner = connections["owner"].settings_dict
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "DATABASE_OWNER_URL": f"postgres://{owner['USER']}@{owner['HOST']}:{owner['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "REDIS_URL": settings.REDIS_URL,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """`celery -A config worker -Q <queues>` as a child process."""
+
+    def __init__(self, queues, *, name="test", pool="solo", concurrency=1, log_dir: Path, agents=None, env=None):
+        self.queues = list(queues)
+        self.name = name
+        self.pool = pool
+        self.concurrency = concurrency
+        self.log_path = log_dir / f"worker-{name}-{int(time.time() * 1000)}.log"
+        extra = dict(env or {})
+        if agents:
+            extra["SENTINAI_AGENT_IMPLEMENTATIONS"] = json.dumps(agents)
+        self.env = service_env(**extra)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "config", "worker",
+            "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-P", self.pool, "-c", str(self.concurrency),
+            "--without-mingle", "--without-gossip", "-l", "INFO",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,97 @@
+"""The database guarantees: an append-only event store and row-level security on tenant tables."""
+
+import uuid
+
+import pytest
+from django.apps import apps
+from django.db import DatabaseError, connection, connections, transaction
+
+from exceptions_app.models import ExceptionRecord
+from sentinai.models import ExceptionEvent
+from sentinai.tenancy import all_tenants_scope, tenant_scope
+from tests.support.factories import append, make_exceptions, make_tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _one_event():
+    make_tenant("acme")
+    (exception_id,) = make_exceptions("acme", 1)
+    return append("acme", exception_id, "TriageRequested", {"exception_type": "x"})
+
+
+def test_application_role_is_neither_owner_nor_superuser():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.rolsuper, r.rolbypassrls, t.tableowner = current_user FROM pg_roles r, pg_tables t "
+            "WHERE r.rolname = current_user AND t.tablename = 'exception_event'"
+        )
+        assert cursor.fetchone() == (False, False, False)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+@pytest.mark.parametrize("alias", ["default", "owner"])
+def test_event_store_rejects_update_and_delete(alias):
+    event = _one_event()
+    conn = connections[alias]
+    for statement in (
+        "UPDATE exception_event SET producer = 'forged' WHERE event_id = %s",
+        "DELETE FROM exception_event WHERE event_id = %s",
+    ):
+        with pytest.raises(DatabaseError), transaction.atomic(using=alias), conn.cursor() as cursor:
+            cursor.execute("SELECT set_config('sentinai.tenant_id', '*', true)")
+            cursor.execute(statement, [event.event_id])
+    with all_tenants_scope():
+        stored = ExceptionEvent.objects.get(event_id=event.event_id)
+    assert stored.producer == "api"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+def test_trigger_rejects_update_even_for_the_owner_role_explicitly():
+    event = _one_event()
+    owner = connections["owner"]
+    with (
+        pytest.raises(DatabaseError, match="Cannot update|protect|append"),
+        transaction.atomic(using="owner"),
+        owner.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE exception_event SET sequence = 99 WHERE event_id = %s", [event.event_id])
+
+
+def test_query_with_no_tenant_set_sees_no_rows():
+    _one_event()
+    assert ExceptionRecord.objects.count() == 0
+    assert ExceptionEvent.objects.count() == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM exception_event")
+        assert cursor.fetchone() == (0,)
+    with all_tenants_scope():
+        assert ExceptionEvent.objects.count() == 1
+
+
+def test_a_tenant_scope_sees_only_its_own_rows_and_cannot_write_others():
+    _one_event()
+    make_tenant("globex")
+    make_exceptions("globex", 2)
+    with tenant_scope("globex"):
+        assert ExceptionRecord.objects.count() == 2
+        assert ExceptionEvent.objects.count() == 0
+    with tenant_scope("acme"):
+        assert ExceptionRecord.objects.count() == 1
+        with pytest.raises(DatabaseError, match="row-level security"), transaction.atomic():
+            ExceptionRecord.objects.create(id=uuid.uuid4(), tenant_id="globex", source_system="x")
+
+
+def test_every_tenant_table_has_row_level_security():
+    tenant_tables = {
+        model._meta.db_table
+        for model in apps.get_models()
+        if any(f.column == "tenant_id" for f in model._meta.concrete_fields) and model._meta.db_table != "api_key"
+    }
+    assert {"exception", "exception_event", "outbox", "tool_execution", "playbook_run"} <= tenant_tables
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relrowsecurity AND relname = ANY(%s)", [sorted(tenant_tables)]
+        )
+        protected = {row[0] for row in cursor.fetchall()}
+    assert protected == tenant_tables
