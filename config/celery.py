@@ -1,10 +1,15 @@
 """The Celery application. Reliability settings follow ../shared/notes (see docs/architecture.md)."""
 
+import gc
 import os
 
 from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init
 
 from config import routing
+from sentinai import serialization
+
+serialization.install()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -91,3 +96,13 @@ class DeclareTopology(bootsteps.StartStopStep):
 _configure(app)
 app.steps["consumer"].add(DeclareTopology)
 app.autodiscover_tasks(lambda: ["sentinai", *(f"agents.{name}" for name in routing.AGENTS)])
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _tune_garbage_collector(**kwargs):
+    """A batch allocates tens of thousands of short-lived objects; with the default thresholds the
+    collector runs dozens of times per batch and walks every long-lived object of Django and Celery.
+    Freeze what start-up created and collect the young generation less often."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -32,35 +32,35 @@ class Severity(models.TextChoices):
 
 
 class ExceptionRecord(models.Model):
-    """One business exception. Its row is also the head of its event stream: appends lock it and
-    take the next gap-free `last_sequence`."""
+    """One business exception: the projection every query reads. Its event stream's head (sequence,
+    ordering metadata) is the narrow row sentinai.ExceptionStream, which appends lock."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="exceptions")
+    # Indexed through the composite (tenant, ...) indexes below.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="exceptions", db_index=False)
     source_system = models.CharField(max_length=100)
     source_ref = models.CharField(max_length=200, null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     exception_type = models.CharField(max_length=100, null=True, blank=True)
     severity = models.CharField(max_length=16, choices=Severity.choices, null=True, blank=True)
     priority = models.PositiveSmallIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=24, choices=ExceptionStatus.choices, default=ExceptionStatus.RECEIVED)
-    manual = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=24, choices=ExceptionStatus.choices, default=ExceptionStatus.RECEIVED, db_default="received"
+    )
+    manual = models.BooleanField(default=False, db_default=False)
     payload = models.JSONField(default=dict)  # redacted at the API before it is stored
-    normalized = models.JSONField(default=dict, blank=True)
-    invalid_reasons = models.JSONField(default=list, blank=True)
+    normalized = models.JSONField(default=dict, db_default={}, blank=True)
+    invalid_reasons = models.JSONField(default=list, db_default=[], blank=True)
     pack_version = models.PositiveIntegerField(null=True, blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
     sla_due_at = models.DateTimeField(null=True, blank=True)
     sla_imminent_at = models.DateTimeField(null=True, blank=True)
-    sla_imminent_sent = models.BooleanField(default=False)
-    sla_expired_sent = models.BooleanField(default=False)
+    sla_imminent_sent = models.BooleanField(default=False, db_default=False)
+    sla_expired_sent = models.BooleanField(default=False, db_default=False)
     triaged_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
-    # Stream head: the last sequence appended, and per consumer the last event it subscribes to.
-    last_sequence = models.PositiveIntegerField(default=0)
-    consumer_heads = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "exception"

@@ -9,7 +9,6 @@ idempotency, ordering, retries, bulk writes, the outbox.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -25,10 +24,10 @@ class Emit:
 
     event_type: str
     payload: dict[str, Any] | EventPayload
-    exception_id: uuid.UUID | None = None
+    exception_id: str | None = None
 
     @classmethod
-    def of(cls, payload: EventPayload, exception_id: uuid.UUID | None = None) -> Emit:
+    def of(cls, payload: EventPayload, exception_id: str | None = None) -> Emit:
         return cls(type(payload).event_type, payload, exception_id)
 
 
@@ -64,7 +63,7 @@ class Batch:
     now: datetime
     events: list[Envelope]
     data: dict[str, Any] = field(default_factory=dict)
-    effects: dict[uuid.UUID, Any] = field(default_factory=dict)
+    effects: dict[str, Any] = field(default_factory=dict)
 
 
 class Agent:
@@ -74,13 +73,13 @@ class Agent:
     # Fields of the exception row the decision reads (state[...]); locked rows are loaded with them.
     exception_fields: ClassVar[tuple[str, ...]] = ("status",)
 
-    def perform(self, batch: Batch, events: list[Envelope]) -> dict[uuid.UUID, Any]:
+    def perform(self, batch: Batch, events: list[Envelope]) -> dict[str, Any]:
         """Side effects outside the database transaction (the tool agent's calls). Runs before the
         batch transaction, only for events not processed yet; results reach `decide` as
         batch.effects[event_id]. Default: none."""
         return {}
 
-    def load(self, batch: Batch, states: dict[uuid.UUID, dict[str, Any]]) -> None:
+    def load(self, batch: Batch, states: dict[str, dict[str, Any]]) -> None:
         """Bulk-load what decisions need into batch.data (inside the batch transaction)."""
 
     def decide(self, batch: Batch, state: dict[str, Any], event: Envelope) -> Decision:

@@ -7,7 +7,9 @@ embedded SQLite default) run the same operations row by row on the same connecti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -18,12 +20,34 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+@contextmanager
+def server_cursor() -> Iterator[Any]:
+    """A psycopg cursor with server-side parameter binding on Django's connection (same transaction).
+
+    Django binds parameters client-side, quoting every value into the SQL text; for the one large JSON
+    document of a bulk statement that costs more than the statement. Errors are still translated into
+    django.db exceptions."""
+    import psycopg
+    from psycopg.types.string import TextLoader
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        # uuid columns come back as canonical strings, the form ids take on the hot path (sentinai.ids).
+        cursor.adapters.register_loader("uuid", TextLoader)
+        yield cursor
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
 def _columns(model: type[models.Model], names: Sequence[str]) -> list[tuple[str, str]]:
     """(column, SQL type) for each field name, as jsonb_to_recordset needs them."""
+    return _columns_cached(model, tuple(names), connection.vendor)
+
+
+@functools.cache
+def _columns_cached(model: type[models.Model], names: tuple[str, ...], vendor: str) -> list[tuple[str, str]]:
     result = []
     for name in names:
         field = model._meta.get_field(name)
@@ -38,8 +62,11 @@ def _recordset(columns: Sequence[tuple[str, str]]) -> str:
     return "jsonb_to_recordset(%s::jsonb) AS r(" + ", ".join(f'"{c}" {t}' for c, t in columns) + ")"
 
 
-def _encode_row(row: dict[str, Any], columns: Sequence[tuple[str, str]], names: Sequence[str]) -> dict:
-    return {column: row[name] for (column, _), name in zip(columns, names, strict=True)}
+def _encode_rows(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], names: Sequence[str]) -> str:
+    """The rows as one JSON array of objects keyed by column name."""
+    if all(column == name for (column, _), name in zip(columns, names, strict=True)):
+        return _json(rows)
+    return _json([{column: row[name] for (column, _), name in zip(columns, names, strict=True)} for row in rows])
 
 
 def insert(
@@ -67,15 +94,16 @@ def insert(
     returning_sql = ""
     if returning:
         returning_sql = " RETURNING " + ", ".join(f'"{model._meta.get_field(n).column}"' for n in returning)
-    with connection.cursor() as cursor:
-        if is_postgres():
-            payload = _json([_encode_row(r, columns, names) for r in rows])
-            sql = (
-                f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM {_recordset(columns)}'
-                f"{on_conflict}{returning_sql}"
-            )
+    if is_postgres():
+        payload = _encode_rows(rows, columns, names)
+        sql = (
+            f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM {_recordset(columns)}'
+            f"{on_conflict}{returning_sql}"
+        )
+        with server_cursor() as cursor:
             cursor.execute(sql, [payload])
             return cursor.fetchall() if returning else []
+    with connection.cursor() as cursor:
         placeholders = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list}) VALUES ({placeholders}){on_conflict}{returning_sql}'
         fields = [model._meta.get_field(n) for n in names]
@@ -103,15 +131,16 @@ def update(model: type[models.Model], key: str, rows: Sequence[dict[str, Any]], 
     assignments = [f'"{model._meta.get_field(n).column}" = r."{model._meta.get_field(n).column}"' for n in set_names]
     if touch:
         assignments.append(f'"{model._meta.get_field(touch).column}" = CURRENT_TIMESTAMP')
-    with connection.cursor() as cursor:
-        if is_postgres():
-            payload = _json([_encode_row(r, columns, names) for r in rows])
-            sql = (
-                f'UPDATE "{table}" AS t SET {", ".join(assignments)} '
-                f'FROM {_recordset(columns)} WHERE t."{key_column}" = r."{key_column}"'
-            )
+    if is_postgres():
+        payload = _encode_rows(rows, columns, names)
+        sql = (
+            f'UPDATE "{table}" AS t SET {", ".join(assignments)} '
+            f'FROM {_recordset(columns)} WHERE t."{key_column}" = r."{key_column}"'
+        )
+        with server_cursor() as cursor:
             cursor.execute(sql, [payload])
             return cursor.rowcount
+    with connection.cursor() as cursor:
         sets = [f'"{model._meta.get_field(n).column}" = %s' for n in set_names]
         if touch:
             sets.append(f'"{model._meta.get_field(touch).column}" = CURRENT_TIMESTAMP')

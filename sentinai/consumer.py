@@ -22,9 +22,7 @@ in one database transaction, scoped to the tenant:
 
 from __future__ import annotations
 
-import copy
 import logging
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,7 +32,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Max
 from django.utils import timezone
 
-from sentinai import bulk, store
+from sentinai import bulk, ids, store, tenants
 from sentinai.agent import Agent, Batch, Decision, PermanentError, Upsert
 from sentinai.events import (
     SUBSCRIPTIONS,
@@ -43,7 +41,7 @@ from sentinai.events import (
     RetryScheduled,
     derived_event_id,
 )
-from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, Tenant
+from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, delivery_key
 from sentinai.retry import policy_for
 from sentinai.tenancy import tenant_scope
 
@@ -104,7 +102,7 @@ class Report:
     released: int = 0
     emitted: int = 0
     fallback: bool = False
-    applied_ids: list[uuid.UUID] = field(default_factory=list)
+    applied_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -113,13 +111,13 @@ class _Outcome:
     decision: Decision | None = None
     error: str | None = None
     permanent: bool = False
-    waiting_for: uuid.UUID | None = None
+    waiting_for: str | None = None
 
 
 def handle_batch(agent: Agent, body: Any) -> Report:
     """Process one message for `agent`. Raises PoisonMessage for a message that cannot be read."""
     incoming = decode(agent.name, body)
-    effects: dict[uuid.UUID, Any] = {}
+    effects: dict[str, Any] = {}
     if type(agent).perform is not Agent.perform:
         effects = _perform(agent, incoming)
     for attempt in range(1, 4):
@@ -134,13 +132,13 @@ def handle_batch(agent: Agent, body: Any) -> Report:
     raise AssertionError("unreachable")
 
 
-def _perform(agent: Agent, incoming: IncomingBatch) -> dict[uuid.UUID, Any]:
-    ids = [e.event_id for e in incoming.events]
+def _perform(agent: Agent, incoming: IncomingBatch) -> dict[str, Any]:
+    event_ids = [e.event_id for e in incoming.events]
     with tenant_scope(incoming.tenant_id):
-        done = set(
-            ProcessedEvent.objects.filter(consumer=agent.name, event_id__in=ids).values_list("event_id", flat=True)
-        )
-        tenant = Tenant.objects.get(pk=incoming.tenant_id)
+        done = {str(i) for i in ProcessedEvent.objects.of(agent.name, event_ids).values_list("event_id", flat=True)}
+        tenant = tenants.get(incoming.tenant_id)
+        if tenant is None:
+            raise PoisonMessage(f"unknown tenant {incoming.tenant_id!r}")
     pending = [e for e in incoming.events if e.event_id not in done]
     if not pending:
         return {}
@@ -148,47 +146,47 @@ def _perform(agent: Agent, incoming: IncomingBatch) -> dict[uuid.UUID, Any]:
     return agent.perform(batch, pending)
 
 
-def _claim(consumer: str, tenant_id: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+def _claim(consumer: str, tenant_id: str, event_ids: list[str]) -> set[str]:
     rows = bulk.insert(
         ProcessedEvent,
-        [{"consumer": consumer, "event_id": i, "tenant_id": tenant_id} for i in event_ids],
-        conflict=("consumer", "event_id"),
+        [
+            {"id": delivery_key(consumer, i), "consumer": consumer, "event_id": i, "tenant_id": tenant_id}
+            for i in event_ids
+        ],
+        conflict=("id",),
         returning=("event_id",),
     )
-    return {_uuid(r[0]) for r in rows}
+    return {_id(r[0]) for r in rows}
 
 
-def _unclaim(consumer: str, event_ids: list[uuid.UUID]) -> None:
+def _unclaim(consumer: str, event_ids: list[str]) -> None:
     if event_ids:
-        ProcessedEvent.objects.filter(consumer=consumer, event_id__in=event_ids).delete()
+        ProcessedEvent.objects.of(consumer, event_ids).delete()
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+def _id(value: Any) -> str:
+    return value if isinstance(value, str) and len(value) == 36 else ids.parse(value)
 
 
-def _process(agent: Agent, incoming: IncomingBatch, effects: dict[uuid.UUID, Any]) -> Report:
+def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any]) -> Report:
     report = Report(received=len(incoming.events))
     tenant_id = incoming.tenant_id
     events = list({e.event_id: e for e in incoming.events}.values())
     with tenant_scope(tenant_id):
-        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        tenant = tenants.get(tenant_id)
         if tenant is None:
             raise PoisonMessage(f"unknown tenant {tenant_id!r}")
         streams = store.lock_streams(tenant_id, {e.exception_id for e in events}, agent.exception_fields)
         orphans = [e for e in events if e.exception_id not in streams]
         claimed = _claim(agent.name, tenant_id, [e.event_id for e in events if e.exception_id in streams])
-        fresh = sorted(
-            (e for e in events if e.event_id in claimed),
-            key=lambda e: (e.exception_id.int, e.sequence),
-        )
+        fresh = sorted((e for e in events if e.event_id in claimed), key=lambda e: (e.exception_id, e.sequence))
         report.duplicates = len(events) - len(orphans) - len(fresh)
 
         batch = Batch(
             agent=agent.name, tenant_id=tenant_id, tenant=tenant, now=timezone.now(), events=fresh, effects=effects
         )
         outcomes = _decide(agent, batch, streams, fresh)
-        snapshot = copy.deepcopy(streams)
+        snapshot = {xid: stream.copy() for xid, stream in streams.items()}
         try:
             with transaction.atomic():
                 _write(agent, batch, streams, outcomes, report)
@@ -200,24 +198,21 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[uuid.UUID, Any
         if orphans:
             _dead_letter_orphans(agent.name, tenant_id, orphans)
             report.dead_lettered += len(orphans)
-        if incoming.outbox_ids:
-            Outbox.objects.filter(id__in=incoming.outbox_ids).delete()
+        report.released = _consume_and_release(agent.name, tenant_id, incoming.outbox_ids, report.applied_ids)
     return report
 
 
-def _decide(
-    agent: Agent, batch: Batch, streams: dict[uuid.UUID, store.Stream], fresh: list[Envelope]
-) -> list[_Outcome]:
+def _decide(agent: Agent, batch: Batch, streams: dict[str, store.Stream], fresh: list[Envelope]) -> list[_Outcome]:
     prevs = {p for e in fresh if (p := e.prev_for(agent.name)) is not None}
     prevs -= {e.event_id for e in fresh}
     applied_before = (
-        set(ProcessedEvent.objects.filter(consumer=agent.name, event_id__in=prevs).values_list("event_id", flat=True))
+        {str(i) for i in ProcessedEvent.objects.of(agent.name, prevs).values_list("event_id", flat=True)}
         if prevs
         else set()
     )
     states = {xid: dict(s.fields) for xid, s in streams.items()}
     agent.load(batch, states)
-    applied: set[uuid.UUID] = set()
+    applied: set[str] = set()
     outcomes = []
     for event in fresh:
         prev = event.prev_for(agent.name)
@@ -248,11 +243,11 @@ def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
     """Slow path: each exception's outcomes under their own savepoint. An exception whose write fails
     gets its first applied event retried and the rest parked behind it."""
     report = Report(received=report.received, duplicates=report.duplicates, fallback=True)
-    by_exception: dict[uuid.UUID, list[_Outcome]] = defaultdict(list)
+    by_exception: dict[str, list[_Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_exception[outcome.event.exception_id].append(outcome)
     for xid, group in by_exception.items():
-        streams = {xid: copy.deepcopy(snapshot[xid])}
+        streams = {xid: snapshot[xid].copy()}
         try:
             with transaction.atomic():
                 _write(agent, batch, streams, group, report)
@@ -271,7 +266,7 @@ def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
                 degraded.append(_Outcome(outcome.event, waiting_for=blocker))
             else:
                 degraded.append(outcome)
-        streams = {xid: copy.deepcopy(snapshot[xid])}
+        streams = {xid: snapshot[xid].copy()}
         with transaction.atomic():
             _write(agent, batch, streams, degraded, report)
         snapshot[xid] = streams[xid]
@@ -279,13 +274,13 @@ def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
 
 
 def _write(
-    agent: Agent, batch: Batch, streams: dict[uuid.UUID, store.Stream], outcomes: list[_Outcome], report: Report
+    agent: Agent, batch: Batch, streams: dict[str, store.Stream], outcomes: list[_Outcome], report: Report
 ) -> None:
     tenant_id = batch.tenant_id
     failed = [o for o in outcomes if o.error is not None]
     parked = [o for o in outcomes if o.waiting_for is not None]
     new_events: list[store.NewEvent] = []
-    final_decisions: dict[uuid.UUID, Decision] = {}
+    final_decisions: dict[str, Decision] = {}
     if failed:
         new_events, final_decisions = _fail(agent, batch, streams, failed, report)
     # (event, decision, salt): a decision taken on a dead letter emits under its own ids, so that a
@@ -305,6 +300,7 @@ def _write(
                     "event_id": o.event.event_id,
                     "exception_id": o.event.exception_id,
                     "waiting_for": o.waiting_for,
+                    "waiting_key": delivery_key(agent.name, o.waiting_for),
                 }
                 for o in parked
             ],
@@ -338,8 +334,6 @@ def _write(
     applied_ids = [cause.event_id for cause, _, _ in applied]
     report.applied += len(applied_ids)
     report.applied_ids.extend(applied_ids)
-    if applied_ids:
-        report.released += _release_parked(agent.name, tenant_id, applied_ids)
 
 
 def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: list[Upsert]) -> None:
@@ -351,14 +345,24 @@ def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: lis
         model.objects.bulk_create(objs, ignore_conflicts=True)
 
 
-def _release_parked(consumer: str, tenant_id: str, applied_ids: list[uuid.UUID]) -> int:
-    clause, params = bulk.in_clause(applied_ids, uuids=True)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM parked_event WHERE consumer = %s AND waiting_for {clause} RETURNING event_id",
-            [consumer, *params],
-        )
-        released = [_uuid(r[0]) for r in cursor.fetchall()]
+def _consume_and_release(consumer: str, tenant_id: str, outbox_ids: list[int], applied_ids: list[str]) -> int:
+    """Delete the consumed outbox rows, and re-offer the parked events whose predecessor was just
+    applied; on PostgreSQL in one statement."""
+    keys = [delivery_key(consumer, i) for i in applied_ids]
+    if bulk.is_postgres():
+        with bulk.server_cursor() as cursor:
+            cursor.execute(
+                "WITH consumed AS (DELETE FROM outbox WHERE id = ANY(%s::bigint[])) "
+                "DELETE FROM parked_event WHERE waiting_key = ANY(%s::uuid[]) RETURNING event_id",
+                [outbox_ids, keys],
+            )
+            released = [row[0] for row in cursor.fetchall()]
+    else:
+        Outbox.objects.filter(id__in=outbox_ids).delete()
+        clause, params = bulk.in_clause(keys, uuids=True)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM parked_event WHERE waiting_key {clause} RETURNING event_id", params)
+            released = [_id(row[0]) for row in cursor.fetchall()]
     if released:
         store.offer(tenant_id, {consumer: released})
     return len(released)
@@ -366,23 +370,25 @@ def _release_parked(consumer: str, tenant_id: str, applied_ids: list[uuid.UUID])
 
 def _fail(
     agent: Agent, batch: Batch, streams, failed: list[_Outcome], report: Report
-) -> tuple[list[store.NewEvent], dict[uuid.UUID, Decision]]:
+) -> tuple[list[store.NewEvent], dict[str, Decision]]:
     """Retry records and RetryScheduled events, or dead letters, for the failed events; and the
     agent's final decisions for the dead-lettered ones that have one."""
     policy = policy_for(agent.name)
-    ids = [o.event.event_id for o in failed]
-    last_attempt = dict(
-        EventAttempt.objects.filter(consumer=agent.name, event_id__in=ids)
+    failed_ids = [o.event.event_id for o in failed]
+    last_attempt = {
+        str(event_id): n
+        for event_id, n in EventAttempt.objects.filter(consumer=agent.name, event_id__in=failed_ids)
         .values("event_id")
         .annotate(n=Max("attempt"))
         .values_list("event_id", "n")
-    )
+    }
     # A replayed dead letter starts a new round of attempts after the ones it already used.
-    round_base = dict(
-        DeadLetter.objects.filter(source=DeadLetter.Source.HANDLER, consumer=agent.name, event_id__in=ids).values_list(
-            "event_id", "attempts"
-        )
-    )
+    round_base = {
+        str(event_id): attempts
+        for event_id, attempts in DeadLetter.objects.filter(
+            source=DeadLetter.Source.HANDLER, consumer=agent.name, event_id__in=failed_ids
+        ).values_list("event_id", "attempts")
+    }
     new_events = []
     attempts = []
     final_decisions = {}
@@ -412,7 +418,7 @@ def _fail(
                     event_type="RetryScheduled",
                     payload=RetryScheduled(
                         consumer=agent.name,
-                        failed_event_id=str(event.event_id),
+                        failed_event_id=event.event_id,
                         failed_event_type=event.event_type,
                         attempt=attempt,
                         error=outcome.error,
@@ -431,7 +437,7 @@ def _fail(
             defaults={
                 "tenant_id": batch.tenant_id,
                 "exception_id": event.exception_id,
-                "event_ids": [str(event.event_id)],
+                "event_ids": [event.event_id],
                 "error": outcome.error,
                 "attempts": attempt,
                 "status": DeadLetter.Status.OPEN,
@@ -443,7 +449,7 @@ def _fail(
                 event_type="DeadLettered",
                 payload=DeadLettered(
                     consumer=agent.name,
-                    failed_event_id=str(event.event_id),
+                    failed_event_id=event.event_id,
                     failed_event_type=event.event_type,
                     attempts=attempt,
                     error=outcome.error,
@@ -472,7 +478,7 @@ def _dead_letter_orphans(consumer: str, tenant_id: str, orphans: list[Envelope])
             defaults={
                 "tenant_id": tenant_id,
                 "exception_id": event.exception_id,
-                "event_ids": [str(event.event_id)],
+                "event_ids": [event.event_id],
                 "error": f"exception {event.exception_id} does not exist for tenant {tenant_id}",
                 "status": DeadLetter.Status.OPEN,
             },

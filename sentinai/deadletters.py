@@ -11,7 +11,7 @@ import orjson
 from django.db.models import QuerySet
 
 from sentinai import store
-from sentinai.models import DeadLetter, ParkedEvent, ProcessedEvent
+from sentinai.models import DeadLetter, ParkedEvent, ProcessedEvent, delivery_key
 from sentinai.tenancy import all_tenants_scope, tenant_scope
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def replay(letters: Iterable[DeadLetter]) -> int:
     for letter in letters:
         if not letter.tenant_id or not letter.event_ids:
             raise NotReplayable(f"dead letter {letter.pk} holds no events to replay (undecodable message)")
-        event_ids = [uuid.UUID(i) for i in letter.event_ids]
+        event_ids = list(letter.event_ids)
         with tenant_scope(letter.tenant_id):
             if letter.source == DeadLetter.Source.HANDLER:
-                ProcessedEvent.objects.filter(consumer=letter.consumer, event_id__in=event_ids).delete()
+                ProcessedEvent.objects.of(letter.consumer, event_ids).delete()
             store.offer(letter.tenant_id, {letter.consumer: event_ids})
             DeadLetter.objects.filter(pk=letter.pk).update(
                 status=DeadLetter.Status.REPLAYED, replay_count=letter.replay_count + 1
@@ -107,17 +107,15 @@ def discard(letters: Iterable[DeadLetter]) -> int:
         scope = tenant_scope(letter.tenant_id) if letter.tenant_id else all_tenants_scope()
         with scope:
             if letter.source == DeadLetter.Source.HANDLER and letter.event_id:
+                key = delivery_key(letter.consumer, str(letter.event_id))
                 ProcessedEvent.objects.get_or_create(
-                    consumer=letter.consumer, event_id=letter.event_id, defaults={"tenant_id": letter.tenant_id}
+                    pk=key,
+                    defaults={"consumer": letter.consumer, "event_id": letter.event_id, "tenant_id": letter.tenant_id},
                 )
-                waiting = list(
-                    ParkedEvent.objects.filter(consumer=letter.consumer, waiting_for=letter.event_id).values_list(
-                        "id", "event_id"
-                    )
-                )
+                waiting = list(ParkedEvent.objects.filter(waiting_key=key).values_list("id", "event_id"))
                 if waiting:
                     ParkedEvent.objects.filter(id__in=[w[0] for w in waiting]).delete()
-                    store.offer(letter.tenant_id, {letter.consumer: [w[1] for w in waiting]})
+                    store.offer(letter.tenant_id, {letter.consumer: [str(w[1]) for w in waiting]})
             DeadLetter.objects.filter(pk=letter.pk).update(status=DeadLetter.Status.DISCARDED)
         count += 1
     return count

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from sentinai import ids
+
 # --- payload base ------------------------------------------------------------------------------
 
 
@@ -365,30 +367,30 @@ class UnknownEventType(KeyError):
 class Envelope:
     """A stored event as it travels: the row of `exception_event`, JSON-safe."""
 
-    event_id: uuid.UUID
+    event_id: str
     event_type: str
     tenant_id: str
-    exception_id: uuid.UUID
+    exception_id: str
     sequence: int
-    causation_id: uuid.UUID | None
+    causation_id: str | None
     producer: str
     payload: dict[str, Any]
     schema_version: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
     recorded_at: datetime | None = None
 
-    def prev_for(self, consumer: str) -> uuid.UUID | None:
+    def prev_for(self, consumer: str) -> str | None:
         """The previous event of this exception that `consumer` must apply before this one."""
-        prev = self.metadata.get("prev", {}).get(consumer)
-        return uuid.UUID(prev) if prev else None
+        prev = self.metadata.get("prev")
+        return prev.get(consumer) if prev else None
 
     def to_message(self) -> dict[str, Any]:
         return {
-            "event_id": str(self.event_id),
+            "event_id": self.event_id,
             "event_type": self.event_type,
-            "exception_id": str(self.exception_id),
+            "exception_id": self.exception_id,
             "sequence": self.sequence,
-            "causation_id": str(self.causation_id) if self.causation_id else None,
+            "causation_id": self.causation_id,
             "producer": self.producer,
             "payload": self.payload,
             "schema_version": self.schema_version,
@@ -401,12 +403,12 @@ class Envelope:
         recorded_at = data.get("recorded_at")
         causation = data.get("causation_id")
         return cls(
-            event_id=uuid.UUID(data["event_id"]),
+            event_id=ids.parse(data["event_id"]),
             event_type=str(data["event_type"]),
             tenant_id=tenant_id,
-            exception_id=uuid.UUID(data["exception_id"]),
+            exception_id=ids.parse(data["exception_id"]),
             sequence=int(data["sequence"]),
-            causation_id=uuid.UUID(causation) if causation else None,
+            causation_id=ids.parse(causation) if causation else None,
             producer=str(data["producer"]),
             payload=dict(data["payload"]),
             schema_version=int(data.get("schema_version", 1)),
@@ -418,7 +420,7 @@ class Envelope:
 EVENT_NAMESPACE = uuid.UUID("6b1f6c4e-3f0a-4c39-9a4e-0d3c5e1d7a11")
 
 
-def derived_event_id(producer: str, cause_id: uuid.UUID | str, index: int | str) -> uuid.UUID:
-    """Deterministic id of the `index`-th event `producer` emits for `cause_id`: a re-run of the same
-    handler on the same event produces the same ids, so its inserts are no-ops."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"{producer}:{cause_id}:{index}")
+def derived_event_id(producer: str, cause_id: str, index: int | str) -> str:
+    """Deterministic id of the `index`-th event `producer` emits for `cause_id` (uuid5): a re-run of
+    the same handler on the same event produces the same ids."""
+    return ids.uuid5(EVENT_NAMESPACE, f"{producer}:{cause_id}:{index}")

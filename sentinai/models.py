@@ -7,11 +7,16 @@ row-level security on `tenant_id` scopes them on PostgreSQL.
 
 from __future__ import annotations
 
+import functools
+import uuid
+
 import pgtrigger
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Now
 from rest_framework_api_key.models import AbstractAPIKey
+
+from sentinai import ids
 
 TENANT_SLUG = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{1,62}$",
@@ -75,6 +80,26 @@ class DomainPack(models.Model):
         return f"{self.name} v{self.version}"
 
 
+class ExceptionStream(models.Model):
+    """The head of one exception's event stream. Appends lock this narrow row (not the wide exception
+    projection), take the next gap-free sequence, and record per consumer the last event it subscribes
+    to, from which each new event's ordering predecessor ("prev") is derived. Updated on every append,
+    so its table leaves room on each page for HOT updates."""
+
+    exception = models.OneToOneField(
+        "exceptions_app.ExceptionRecord", primary_key=True, on_delete=models.CASCADE, related_name="stream"
+    )
+    tenant_id = models.CharField(max_length=63)
+    last_sequence = models.PositiveIntegerField(db_default=0)
+    consumer_heads = models.JSONField(db_default={})
+
+    class Meta:
+        db_table = "exception_stream"
+
+    def __str__(self) -> str:
+        return f"stream of {self.exception_id} at #{self.last_sequence}"
+
+
 class ExceptionEvent(models.Model):
     """One immutable event of the event store (DESIGN.md §3). Append-only, enforced by a trigger."""
 
@@ -97,7 +122,8 @@ class ExceptionEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["exception_id", "sequence"], name="exception_event_seq_uniq"),
         ]
-        indexes = [models.Index(fields=["tenant_id", "recorded_at"], name="exception_event_tenant_time")]
+        # Time-range scans (stuck work, retention) use a BRIN index on recorded_at (PostgreSQL only,
+        # created in migration 0002): nearly free to maintain on an append-only table.
         triggers = [
             pgtrigger.Protect(
                 name="append_only",
@@ -133,22 +159,47 @@ class Outbox(models.Model):
         return f"outbox #{self.pk} -> {self.queue} ({len(self.event_ids)} events)"
 
 
-class ProcessedEvent(models.Model):
-    """Idempotency: one row per (consumer, event) applied. Inserted in the batch transaction."""
+class ProcessedEventQuerySet(models.QuerySet):
+    def of(self, consumer: str, event_ids) -> ProcessedEventQuerySet:
+        """Rows of `consumer` for these events (looked up by primary key)."""
+        return self.filter(pk__in=[delivery_key(consumer, i) for i in event_ids])
 
+
+class ProcessedEvent(models.Model):
+    """Idempotency: one row per (consumer, event) applied, inserted in the batch transaction.
+
+    The primary key is the pair itself, folded into one UUID (`delivery_key`): a single index to
+    maintain on the hot path, and a key the admin can address."""
+
+    id = models.UUIDField(primary_key=True)
     consumer = models.CharField(max_length=32)
     event_id = models.UUIDField()
     tenant_id = models.CharField(max_length=63)
     processed_at = models.DateTimeField(db_default=Now())
 
+    objects = ProcessedEventQuerySet.as_manager()
+
     class Meta:
         db_table = "processed_event"
-        constraints = [
-            models.UniqueConstraint(fields=["consumer", "event_id"], name="processed_event_uniq"),
-        ]
 
     def __str__(self) -> str:
         return f"{self.consumer}:{self.event_id}"
+
+
+DELIVERY_NAMESPACE = uuid.UUID("a3c1f0de-5b7e-4d2a-9c61-2f8e4b7d9e03")
+
+
+@functools.cache
+def _consumer_mask(consumer: str) -> int:
+    return uuid.uuid5(DELIVERY_NAMESPACE, consumer).int
+
+
+def delivery_key(consumer: str, event_id: str | uuid.UUID) -> str:
+    """The primary key of processed_event for (consumer, event_id): the event id masked (XOR) with a
+    per-consumer constant. One consumer's keys are as distinct as its event ids; keys of different
+    consumers meet only if two random event ids differ by exactly the XOR of two masks (~2^-122).
+    Computed for every event on the hot path, so it is an XOR, not a hash."""
+    return ids.xor(str(event_id), _consumer_mask(consumer))
 
 
 class EventAttempt(models.Model):
@@ -195,6 +246,8 @@ class ParkedEvent(models.Model):
     event_id = models.UUIDField()
     exception_id = models.UUIDField()
     waiting_for = models.UUIDField()
+    # delivery_key(consumer, waiting_for): the processed_event row whose arrival releases this event.
+    waiting_key = models.UUIDField()
     parked_at = models.DateTimeField(db_default=Now())
 
     class Meta:
@@ -202,7 +255,7 @@ class ParkedEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["consumer", "event_id"], name="parked_event_uniq"),
         ]
-        indexes = [models.Index(fields=["consumer", "waiting_for"], name="parked_event_waiting")]
+        indexes = [models.Index(fields=["waiting_key"], name="parked_event_waiting")]
 
     def __str__(self) -> str:
         return f"{self.consumer}:{self.event_id} waits for {self.waiting_for}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
@@ -21,6 +20,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu import pools as kombu_pools
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.celery import app as celery_app
@@ -54,9 +54,31 @@ def message_body(row: store.OutboxRow, events: Sequence[Envelope]) -> dict:
     }
 
 
-def _send(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope]) -> list[int]:
+def _send(rows: Sequence[store.OutboxRow], envelopes: dict[str, Envelope]) -> list[int]:
     """Send each row as one message; returns the ids of rows the broker confirmed."""
     sent = []
+    try:
+        _send_each(rows, envelopes, sent)
+    except Exception:
+        _reset_broker_pools()
+        if not sent:
+            raise
+        logger.warning("published %d of %d outbox rows before the broker failed", len(sent), len(rows))
+    return sent
+
+
+def _reset_broker_pools() -> None:
+    """Pooled broker connections may be dead (the broker restarted): drop the pools, as Celery does
+    after a fork, so the next publish opens fresh connections."""
+    try:
+        kombu_pools.reset()
+    except Exception as exc:  # closing dead sockets may fail in any way; the pools are dropped anyway
+        logger.debug("resetting broker pools: %s", exc)
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def _send_each(rows, envelopes, sent: list[int]) -> None:
     with celery_app.producer_or_acquire() as producer:
         for row in rows:
             events = [envelopes[i] for i in row.event_ids if i in envelopes]
@@ -66,6 +88,9 @@ def _send(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope])
             celery_app.send_task(
                 task_name(row.queue),
                 args=[message_body(row, events)],
+                # Celery would otherwise repr() the whole batch for monitoring.
+                argsrepr=f"<batch of {len(events)} events for {row.tenant_id}>",
+                kwargsrepr="{}",
                 queue=row.queue,
                 routing_key=row.queue,
                 producer=producer,
@@ -73,11 +98,10 @@ def _send(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope])
                 retry=False,
             )
             sent.append(row.id)
-    return sent
 
 
-def _missing_envelopes(rows: Sequence[store.OutboxRow], known: dict[uuid.UUID, Envelope]) -> dict[uuid.UUID, Envelope]:
-    wanted: dict[str, set[uuid.UUID]] = defaultdict(set)
+def _missing_envelopes(rows: Sequence[store.OutboxRow], known: dict[str, Envelope]) -> dict[str, Envelope]:
+    wanted: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         wanted[row.tenant_id].update(i for i in row.event_ids if i not in known)
     found = dict(known)
@@ -93,15 +117,17 @@ def _mark_published(ids: Sequence[int]) -> None:
     )
 
 
-def publish_after_commit(rows: Sequence[store.OutboxRow], envelopes: dict[uuid.UUID, Envelope]) -> None:
+def publish_after_commit(rows: Sequence[store.OutboxRow], envelopes: dict[str, Envelope]) -> None:
     """The fast path (an on_commit callback). Never raises: what it cannot publish the relay will."""
     global _paused_until
     if not rows or time.monotonic() < _paused_until:
         return
     tenant_id = rows[0].tenant_id
     try:
-        with tenant_scope(tenant_id):
-            found = _missing_envelopes(rows, envelopes)
+        found = envelopes
+        if any(i not in envelopes for row in rows for i in row.event_ids):
+            with tenant_scope(tenant_id):
+                found = _missing_envelopes(rows, envelopes)
         sent = _send(rows, found)
     except Exception as exc:
         _paused_until = time.monotonic() + FAST_PATH_PAUSE_SECONDS
@@ -153,7 +179,7 @@ def relay_all_tenants(limit: int = 500) -> int:
                     id=row.id,
                     tenant_id=row.tenant_id,
                     queue=row.queue,
-                    event_ids=tuple(uuid.UUID(i) for i in row.event_ids),
+                    event_ids=tuple(row.event_ids),
                 )
             )
         if not rows:

@@ -48,6 +48,35 @@ class EnableTenantRLS(migrations.operations.base.Operation):
         return (self.__class__.__qualname__, [self.table], {})
 
 
+class PostgresSQL(migrations.operations.base.Operation):
+    """Migration operation: SQL that only PostgreSQL runs (storage parameters, BRIN indexes); a no-op
+    on the embedded SQLite default."""
+
+    reduces_to_sql = True
+    reversible = True
+
+    def __init__(self, sql: str, reverse_sql: str = ""):
+        self.sql = sql
+        self.reverse_sql = reverse_sql
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(self.sql)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql" and self.reverse_sql:
+            schema_editor.execute(self.reverse_sql)
+
+    def describe(self):
+        return f"PostgreSQL: {self.sql[:60]}"
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.sql, self.reverse_sql], {})
+
+
 # Tables the application role may read and insert but never change: the event store.
 APPEND_ONLY_TABLES = ("exception_event",)
 

@@ -3,7 +3,6 @@ re-offer parked events whose predecessor was applied without releasing them (a s
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from datetime import timedelta
 
@@ -33,7 +32,7 @@ def offer_due_retries_all_tenants(limit: int = 2000) -> int:
 
 def recheck_parked_all_tenants(limit: int = 2000) -> int:
     older_than = timezone.now() - timedelta(seconds=settings.SENTINAI["PARKED_RECHECK_SECONDS"])
-    predecessor_applied = ProcessedEvent.objects.filter(consumer=OuterRef("consumer"), event_id=OuterRef("waiting_for"))
+    predecessor_applied = ProcessedEvent.objects.filter(pk=OuterRef("waiting_key"))
     with all_tenants_scope():
         stale = list(
             ParkedEvent.objects.select_for_update(skip_locked=True)
@@ -49,9 +48,9 @@ def recheck_parked_all_tenants(limit: int = 2000) -> int:
 
 
 def _offer_grouped(rows) -> None:
-    grouped: dict[str, dict[str, list[uuid.UUID]]] = defaultdict(lambda: defaultdict(list))
+    grouped: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for tenant_id, consumer, event_id in rows:
-        grouped[tenant_id][consumer].append(event_id)
+        grouped[tenant_id][consumer].append(str(event_id))
     for tenant_id, by_consumer in grouped.items():
         store.offer(tenant_id, by_consumer)
 

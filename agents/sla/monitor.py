@@ -7,7 +7,6 @@ append, and the events carry deterministic ids.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 
 from django.conf import settings
@@ -23,16 +22,16 @@ from sentinai.tenancy import all_tenants_scope, tenant_scope
 STATE_FIELDS = ("severity", "sla_due_at", "sla_imminent_at", "sla_imminent_sent", "sla_expired_sent", "closed_at")
 
 
-def _candidates_all_tenants(limit: int) -> dict[str, list[uuid.UUID]]:
+def _candidates_all_tenants(limit: int) -> dict[str, list[str]]:
     now = timezone.now()
     due = Q(closed_at__isnull=True) & (
         Q(sla_imminent_sent=False, sla_imminent_at__lte=now) | Q(sla_expired_sent=False, sla_due_at__lte=now)
     )
     with all_tenants_scope():
         rows = ExceptionRecord.objects.filter(due).values_list("tenant_id", "id")[:limit]
-        grouped: dict[str, list[uuid.UUID]] = defaultdict(list)
+        grouped: dict[str, list[str]] = defaultdict(list)
         for tenant_id, exception_id in rows:
-            grouped[tenant_id].append(exception_id)
+            grouped[tenant_id].append(str(exception_id))
     return grouped
 
 
@@ -53,7 +52,7 @@ def scan_all_tenants(limit: int = 5000) -> dict:
                             exception_id=exception_id,
                             event_type=payload.event_type,
                             payload=payload,
-                            event_id=uuid.uuid5(EVENT_NAMESPACE, f"sla:{exception_id}:{kind}"),
+                            event_id=ids.uuid5(EVENT_NAMESPACE, f"sla:{exception_id}:{kind}"),
                         )
                     )
             envelopes = store.stage(tenant_id, streams, new_events, producer="sla")

@@ -20,16 +20,17 @@ def make_tenant(tenant_id: str = "acme", domain_pack: str = "finance", **fields)
     return tenant
 
 
-def make_exceptions(tenant_id: str, count: int, *, source: str = "test") -> list[uuid.UUID]:
-    ids = [uuid.uuid4() for _ in range(count)]
+def make_exceptions(tenant_id: str, count: int, *, source: str = "test") -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
     with tenant_scope(tenant_id):
         ExceptionRecord.objects.bulk_create(
             [ExceptionRecord(id=i, tenant_id=tenant_id, source_system=source, payload={}) for i in ids]
         )
+        store.open_streams(tenant_id, ids)
     return ids
 
 
-def append(tenant_id: str, exception_id: uuid.UUID, event_type: str, payload: dict, producer: str = "api") -> Envelope:
+def append(tenant_id: str, exception_id: str, event_type: str, payload: dict, producer: str = "api") -> Envelope:
     with tenant_scope(tenant_id):
         (envelope,) = store.append(
             tenant_id=tenant_id,

@@ -5,7 +5,8 @@ ProbeTriage consumes TriageRequested and records, on the exception row (normaliz
 sequence of every event in the order it applied them. Its behaviour is steered by the event payload's
 `exception_type`:
   "boom"  - raises while the file named by $PROBE_FAULT_FILE exists (a fault an operator can fix);
-  "sleep" - sleeps $PROBE_SLEEP_SECONDS first (so a test can kill the worker holding the batch).
+  "sleep" - while the file $PROBE_SLEEP_FILE exists: touches $PROBE_STARTED_FILE and sleeps
+            $PROBE_SLEEP_SECONDS (so a test can kill the worker holding the batch).
 Otherwise it emits PolicyEvaluationRequested, which ProbePolicy consumes and answers with nothing.
 """
 
@@ -13,9 +14,15 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from sentinai.agent import Agent, Decision, Emit
 from sentinai.events import PolicyEvaluationRequested
+
+
+def _flag(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 class ProbeTriage(Agent):
@@ -24,10 +31,15 @@ class ProbeTriage(Agent):
 
     def decide(self, batch, state, event):
         kind = event.payload.get("exception_type")
-        if kind == "boom" and os.path.exists(os.environ.get("PROBE_FAULT_FILE", "/nonexistent")):
+        fault = _flag("PROBE_FAULT_FILE")
+        if kind == "boom" and fault and fault.exists():
             raise RuntimeError("probe fault")
-        if kind == "sleep":
-            time.sleep(float(os.environ.get("PROBE_SLEEP_SECONDS", "5")))
+        sleep_flag = _flag("PROBE_SLEEP_FILE")
+        if kind == "sleep" and sleep_flag and sleep_flag.exists():
+            started = _flag("PROBE_STARTED_FILE")
+            if started:
+                started.touch()
+            time.sleep(float(os.environ.get("PROBE_SLEEP_SECONDS", "0.05")))
         applied = [*(state.get("normalized") or {}).get("applied", []), event.sequence]
         return Decision(
             exception={"normalized": {"applied": applied}},

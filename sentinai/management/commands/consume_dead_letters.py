@@ -18,7 +18,7 @@ from sentinai.deadletters import record_broker_dead_letter
 logger = logging.getLogger("sentinai.deadletters")
 
 
-def handle_message(body, message) -> None:
+def handle_message(message) -> None:
     headers = dict(message.headers or {})
     message_id = headers.get("id") or (message.properties or {}).get("correlation_id")
     deaths = headers.get("x-death") or []
@@ -52,8 +52,8 @@ class Command(BaseCommand):
             conn.ensure_connection(max_retries=None)
             routing.declare_topology(conn)
             queue = routing.dead_letter_queue()
-            # Raw bytes: an undecodable body must still be recorded, not fail decoding here.
-            with Consumer(conn, queues=[queue], callbacks=[handle_message], accept=None, prefetch_count=50) as consumer:
+            # on_message gets the raw message: an undecodable body must be recorded, not decoded here.
+            with Consumer(conn, queues=[queue], on_message=handle_message, prefetch_count=50) as consumer:
                 consumer.qos(prefetch_count=50)
                 self.stdout.write(f"consuming {queue.name}")
                 self.stdout.flush()

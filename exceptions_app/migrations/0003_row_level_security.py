@@ -6,7 +6,7 @@ from sentinai.rls import EnableTenantRLS
 
 
 class Migration(migrations.Migration):
-    dependencies = [("exceptions_app", "0001_initial")]
+    dependencies = [("exceptions_app", "0002_initial")]
 
     operations = [
         EnableTenantRLS("exception"),

@@ -1,0 +1,283 @@
+#!/usr/bin/env python
+"""Pipeline throughput: pass-through agents on all seven agent queues, real PostgreSQL and RabbitMQ.
+
+Each benchmark exception is appended (in bulk, 500 per transaction, as ExceptionIngested) and then
+crosses eight agent hops (bench/passthrough.py), every hop a real consumer-framework batch: idempotency
+insert, exception row locks and ordering gate, bulk event append, outbox, broker message, commit.
+
+The producer keeps at most --window exceptions in flight (appended, not yet through the last hop), so
+the figure is a sustained rate with a bounded backlog, not the drain speed of a queue filled in advance.
+
+Prints events/min (events applied by agents), end-to-end latency (ExceptionIngested recorded ->
+FeedbackCaptured recorded) p50/p99, machine CPU per event, writes JSON under bench/results/, and ends
+with the line `events_per_min=<integer>`.
+
+    python bench/pipeline.py [--exceptions 60000] [--workers 2] [--window 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG = "postgres://{user}@127.0.0.1:5432/{db}"
+DB = "sentinai_bench"
+VHOST = "sentinai_bench"
+QUEUES = ["intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"]
+
+
+def configure_environment(batch_size: int) -> dict:
+    from bench.passthrough import IMPLEMENTATIONS
+
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": PG.format(user="sentinai_app", db=DB),
+        "DATABASE_OWNER_URL": PG.format(user="sentinai", db=DB),
+        "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+        "SENTINAI_AGENT_IMPLEMENTATIONS": json.dumps(IMPLEMENTATIONS),
+        "SENTINAI_BATCH_SIZE": str(batch_size),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    return dict(os.environ)
+
+
+def prepare_services(env: dict) -> None:
+    import psycopg
+
+    # A fresh database every run: results do not depend on what earlier runs left behind.
+    with psycopg.connect(PG.format(user="sentinai", db="postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB}")
+    vhosts = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=True).stdout
+    if VHOST not in vhosts.split():
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", VHOST], check=True)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"], check=True)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    for queue in QUEUES:
+        subprocess.run(["rabbitmqctl", "-q", "-p", VHOST, "purge_queue", queue], capture_output=True)
+
+
+def start_workers(count: int, pool: str, concurrency: int, env: dict, log_dir: Path) -> list[subprocess.Popen]:
+    procs = []
+    for n in range(count):
+        log = (log_dir / f"worker-{n}.log").open("w")
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(QUEUES),
+            "-n", f"bench{n}@%h", "-P", pool, "-c", str(concurrency),
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING",
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    time.sleep(6)
+    for proc in procs:
+        if proc.poll() is not None:
+            raise SystemExit(f"a worker exited at start; see {log_dir}")
+    return procs
+
+
+def process_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each component on this machine (all its processes)."""
+    groups = {"postgres": 0.0, "rabbitmq": 0.0, "workers": 0.0, "producer": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) == me:
+            groups["producer"] += used
+        elif "postgres" in stat.split("(", 1)[1].split(")")[0] or cmdline.startswith("postgres"):
+            groups["postgres"] += used
+        elif "beam.smp" in stat:
+            groups["rabbitmq"] += used
+        elif "celery" in cmdline and "bench" in cmdline:
+            groups["workers"] += used
+    return groups
+
+
+def cpu_busy() -> tuple[float, float]:
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exceptions", type=int, default=60_000)
+    parser.add_argument("--chunk", type=int, default=500, help="exceptions appended per transaction")
+    parser.add_argument("--window", type=int, default=20_000, help="max exceptions in flight")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--pool", default="solo")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--tenants", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    env = configure_environment(args.batch_size)
+    prepare_services(env)
+
+    import django
+
+    django.setup()
+    from sentinai.services import tenant_create_or_update
+
+    tenants = [f"bench-{n}" for n in range(args.tenants)]
+    for tenant_id in tenants:
+        tenant_create_or_update(tenant_id=tenant_id, domain_pack="finance")
+
+    log_dir = ROOT / "bench" / "results" / f"pipeline-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = start_workers(args.workers, args.pool, args.concurrency, env, log_dir)
+    try:
+        result = run(args, workers, log_dir, tenants)
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    (log_dir / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(
+        f"{result['events_processed']:,} events applied by agents in {result['elapsed_s']}s "
+        f"({result['exceptions']:,} exceptions x {result['hops_per_exception']} hops); "
+        f"steady {result['steady_events_per_min'] or 0:,}/min; end-to-end p50 {result['latency_ms_p50']} ms, "
+        f"p99 {result['latency_ms_p99']} ms; {result['machine_cpu_us_per_event']} us CPU/event"
+    )
+    print(f"events_per_min={result['events_per_min']}")
+
+
+def run(args, workers, log_dir, tenants) -> dict:
+    from django.db import connection
+
+    from bench.passthrough import HOPS_PER_EXCEPTION
+    from exceptions_app.services import NewException, exceptions_ingest
+    from sentinai.tenancy import all_tenants_scope, tenant_scope
+
+    payload = {
+        "trade_id": "T-0000001",
+        "amount": 250000.0,
+        "currency": "EUR",
+        "counterparty": "BANK OF EXAMPLE",
+        "reason": "insufficient securities in the delivering account",
+    }
+    appended = 0
+    finished = 0
+    lock = threading.Lock()
+
+    def finished_count() -> int:
+        with all_tenants_scope(), connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM processed_event WHERE consumer = 'feedback'")
+            return cursor.fetchone()[0]
+
+    samples: list[tuple[float, int]] = []
+    busy0, total0 = cpu_busy()
+    components0 = process_cpu()
+    started = time.monotonic()
+    deadline = started + args.timeout
+    n = 0
+    while appended < args.exceptions and time.monotonic() < deadline:
+        if appended - finished >= args.window:
+            time.sleep(0.05)
+            finished = finished_count()
+            samples.append((time.monotonic() - started, finished))
+            continue
+        size = min(args.chunk, args.exceptions - appended)
+        tenant_id = tenants[n % len(tenants)]
+        n += 1
+        with tenant_scope(tenant_id):
+            exceptions_ingest(
+                tenant_id=tenant_id,
+                items=[
+                    NewException(
+                        source_system="bench",
+                        payload=payload,
+                        event_payload={"source_system": "bench", "payload": payload},
+                    )
+                    for _ in range(size)
+                ],
+            )
+        with lock:
+            appended += size
+    produce_done = time.monotonic() - started
+    while finished < appended and time.monotonic() < deadline:
+        time.sleep(0.2)
+        finished = finished_count()
+        samples.append((time.monotonic() - started, finished))
+    elapsed = time.monotonic() - started
+    busy1, total1 = cpu_busy()
+    components1 = process_cpu()
+
+    for proc in workers:
+        proc.terminate()
+
+    with all_tenants_scope(), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM processed_event")
+        processed = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM exception_event")
+        stored = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT extract(epoch FROM f.recorded_at - i.recorded_at) * 1000 FROM exception_event i "
+            "JOIN exception_event f ON f.exception_id = i.exception_id AND f.event_type = 'FeedbackCaptured' "
+            "WHERE i.event_type = 'ExceptionIngested'"
+        )
+        latencies = sorted(float(r[0]) for r in cursor.fetchall())
+        cursor.execute("SELECT count(*) FROM outbox")
+        outbox_left = cursor.fetchone()[0]
+
+    # Sustained rate: completions between 10% and 90% of the run (no warm-up, no drain tail).
+    lo, hi = int(appended * 0.1), int(appended * 0.9)
+    t_lo = next((t for t, f in samples if f >= lo), None)
+    t_hi = next((t for t, f in samples if f >= hi), None)
+    steady = (hi - lo) * HOPS_PER_EXCEPTION / (t_hi - t_lo) * 60 if t_lo is not None and t_hi and t_hi > t_lo else None
+    events_per_min = processed / elapsed * 60
+    cpu_seconds = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
+    result = {
+        "benchmark": "pipeline",
+        "when": datetime.now(UTC).isoformat(),
+        "exceptions": appended,
+        "completed": finished,
+        "hops_per_exception": HOPS_PER_EXCEPTION,
+        "events_processed": processed,
+        "events_stored": stored,
+        "elapsed_s": round(elapsed, 2),
+        "producer_done_s": round(produce_done, 2),
+        "events_per_min": int(events_per_min),
+        "steady_events_per_min": int(steady) if steady else None,
+        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None,
+        "machine_cpu_utilisation": round((busy1 - busy0) / (total1 - total0), 3),
+        "machine_cpu_us_per_event": round(cpu_seconds / max(processed, 1) * 1e6, 1),
+        "cpu_us_per_event_by_component": {
+            name: round((components1[name] - components0[name]) / max(processed, 1) * 1e6, 1) for name in components0
+        },
+        "outbox_rows_left": outbox_left,
+        "config": vars(args),
+    }
+    return result
+
+
+if __name__ == "__main__":
+    main()

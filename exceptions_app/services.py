@@ -1,0 +1,128 @@
+"""Write services for exceptions: ingestion (single and batch share one set-based path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q
+
+from exceptions_app.models import ExceptionRecord
+from sentinai import bulk, ids, store
+
+
+@dataclass(frozen=True, slots=True)
+class NewException:
+    """One exception to ingest; `payload` must already be redacted."""
+
+    source_system: str
+    payload: dict[str, Any]
+    source_ref: str | None = None
+    exception_type: str | None = None
+    occurred_at: datetime | None = None
+    idempotency_key: str | None = None
+    manual: bool = False
+    event_type: str = "ExceptionIngested"
+    event_payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    exception_id: str
+    event_id: str | None
+    deduplicated: bool
+
+
+def _natural_key(item: NewException) -> tuple:
+    if item.idempotency_key:
+        return ("key", item.idempotency_key)
+    if item.source_ref:
+        return ("ref", item.source_system, item.source_ref)
+    return ("new", id(item))
+
+
+def exceptions_ingest(*, tenant_id: str, items: Sequence[NewException]) -> list[Ingested]:
+    """Create exceptions with their first event, inside the caller's (tenant-scoped) transaction.
+
+    An item whose (source_system, source_ref) or idempotency key already exists - stored earlier, by a
+    concurrent request (the unique indexes serialise them), or earlier in the same batch - is not
+    created again: it answers with the existing exception and `deduplicated=True`.
+    """
+    if not items:
+        return []
+    candidates: dict[tuple, str] = {}
+    rows = []
+    for item in items:
+        key = _natural_key(item)
+        if key in candidates:
+            continue
+        candidates[key] = ids.new_id()
+        rows.append(
+            {
+                "id": candidates[key],
+                "tenant": tenant_id,
+                "source_system": item.source_system,
+                "source_ref": item.source_ref,
+                "idempotency_key": item.idempotency_key,
+                "exception_type": item.exception_type,
+                "payload": item.payload,
+                "occurred_at": item.occurred_at,
+                "manual": item.manual,
+            }
+        )
+    created = {ids.parse(row[0]) for row in bulk.insert(ExceptionRecord, rows, conflict=(), returning=("id",))}
+    existing = _existing(tenant_id, [item for item in items if candidates[_natural_key(item)] not in created])
+
+    new_events = []
+    by_exception: dict[str, NewException] = {}
+    for item in items:
+        exception_id = candidates[_natural_key(item)]
+        if exception_id in created and exception_id not in by_exception:
+            by_exception[exception_id] = item
+            new_events.append(store.NewEvent(exception_id, item.event_type, item.event_payload))
+    started = store.start_streams(tenant_id=tenant_id, events=new_events, producer="api")
+    envelopes = {e.exception_id: e.event_id for e in started}
+
+    results = []
+    first_seen: set[str] = set()
+    for item in items:
+        exception_id = candidates[_natural_key(item)]
+        if exception_id in created and exception_id not in first_seen:
+            first_seen.add(exception_id)
+            results.append(Ingested(exception_id, envelopes[exception_id], deduplicated=False))
+        elif exception_id in created:
+            results.append(Ingested(exception_id, None, deduplicated=True))
+        else:
+            results.append(Ingested(existing[_natural_key(item)], None, deduplicated=True))
+    return results
+
+
+def _existing(tenant_id: str, items: list[NewException]) -> dict[tuple, str]:
+    """Ids of stored exceptions for items that conflicted, by their natural key. An item conflicts on
+    its idempotency key or on its (source_system, source_ref); either identifies the stored one."""
+    if not items:
+        return {}
+    keys = Q()
+    for item in items:
+        if item.idempotency_key:
+            keys |= Q(idempotency_key=item.idempotency_key)
+        if item.source_ref:
+            keys |= Q(source_system=item.source_system, source_ref=item.source_ref)
+    by_key, by_ref = {}, {}
+    for row in ExceptionRecord.objects.filter(keys, tenant_id=tenant_id).values(
+        "id", "idempotency_key", "source_system", "source_ref"
+    ):
+        if row["idempotency_key"]:
+            by_key[row["idempotency_key"]] = str(row["id"])
+        if row["source_ref"]:
+            by_ref[(row["source_system"], row["source_ref"])] = str(row["id"])
+    found: dict[tuple, str] = {}
+    for item in items:
+        match = by_key.get(item.idempotency_key) or by_ref.get((item.source_system, item.source_ref))
+        if match is None:
+            # The conflicting row was created by a transaction that has since rolled back.
+            raise LookupError("a duplicate conflicted but is no longer stored; retry the request")
+        found[_natural_key(item)] = match
+    return found

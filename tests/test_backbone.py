@@ -1,0 +1,337 @@
+"""Acceptance tests of the event backbone: real Celery workers on RabbitMQ against PostgreSQL.
+
+The probe agents (tests/support/probes.py) record on the exception row the order in which they applied
+events; "took effect once" means exactly one entry per event there, one processed_event row, and one
+event emitted in reaction.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+import uuid
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from kombu import Producer
+
+from config import routing
+from config.celery import app as celery_app
+from exceptions_app.models import ExceptionRecord
+from sentinai import outbox, scheduler, store
+from sentinai.models import DeadLetter, EventAttempt, ExceptionEvent, Outbox, ParkedEvent, ProcessedEvent
+from sentinai.tenancy import all_tenants_scope, tenant_scope
+from tests.support.factories import append, make_exceptions, make_tenant, wait_until
+from tests.support.probes import IMPLEMENTATIONS
+from tests.support.workers import WorkerProcess
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+TENANT = "acme"
+
+
+def applied(exception_id) -> list[int]:
+    with tenant_scope(TENANT):
+        normalized = ExceptionRecord.objects.get(pk=exception_id).normalized
+    return normalized.get("applied", [])
+
+
+def count(model, **filters) -> int:
+    with tenant_scope(TENANT):
+        return model.objects.filter(**filters).count()
+
+
+def append_many(exception_ids, kind="x") -> list:
+    """One TriageRequested per exception, in one transaction (one outbox row, one message)."""
+    with tenant_scope(TENANT):
+        return store.append(
+            tenant_id=TENANT,
+            events=[store.NewEvent(i, "TriageRequested", {"exception_type": kind}) for i in exception_ids],
+            producer="api",
+        )
+
+
+def publish_body(queue: str, body: dict) -> None:
+    celery_app.send_task(outbox.task_name(queue), args=[body], queue=queue, routing_key=queue)
+
+
+def all_applied_once(exception_ids) -> bool:
+    return all(len(applied(i)) == 1 for i in exception_ids)
+
+
+@pytest.fixture
+def tenant(purge_broker):
+    return make_tenant(TENANT)
+
+
+# --- duplicates ----------------------------------------------------------------------------------
+
+
+def test_a_message_delivered_twice_takes_effect_once(tenant, log_dir):
+    ids = make_exceptions(TENANT, 20)
+    envelopes = append_many(ids)
+    with tenant_scope(TENANT):
+        row = Outbox.objects.get(queue="triage")
+    # The fast path already published the batch; the broker now delivers a second copy.
+    body = outbox.message_body(
+        store.OutboxRow(id=row.id, tenant_id=TENANT, queue="triage", event_ids=tuple(e.event_id for e in envelopes)),
+        envelopes,
+    )
+    publish_body("triage", body)
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: count(ProcessedEvent, consumer="policy") == 20, 30)
+        time.sleep(1)  # room for the duplicate to be (not) applied
+    assert all(applied(i) == [1] for i in ids)
+    assert count(ProcessedEvent, consumer="triage") == 20
+    assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 20
+    assert count(Outbox) == 0
+
+
+def test_an_event_republished_by_the_relay_takes_effect_once(tenant, log_dir, settings):
+    ids = make_exceptions(TENANT, 5)
+    append_many(ids)
+    # As if the publishing process died after sending but before stamping the row: it looks unpublished
+    # and old to the relay, which sends the batch again.
+    with tenant_scope(TENANT):
+        Outbox.objects.update(published_at=None, created_at=timezone.now() - timedelta(minutes=1))
+    assert outbox.relay_all_tenants() == 1
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: count(ProcessedEvent, consumer="policy") == 5, 30)
+        time.sleep(1)
+    assert all(applied(i) == [1] for i in ids)
+    assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 5
+
+
+# --- ordering ------------------------------------------------------------------------------------
+
+
+def test_events_of_one_exception_published_shuffled_are_applied_in_sequence_order(tenant, log_dir):
+    for _ in range(3):
+        (exception_id,) = make_exceptions(TENANT, 1)
+        with tenant_scope(TENANT):
+            events = store.append(
+                tenant_id=TENANT,
+                events=[store.NewEvent(exception_id, "TriageRequested", {"exception_type": "x"}) for _ in range(5)],
+                producer="api",
+            )
+            # Only the shuffled single-event messages below deliver these events.
+            Outbox.objects.all().delete()
+        assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+        shuffled = events[:]
+        while shuffled == events:
+            random.shuffle(shuffled)
+        for event in shuffled:
+            body = outbox.message_body(
+                store.OutboxRow(id=0, tenant_id=TENANT, queue="triage", event_ids=(event.event_id,)), [event]
+            )
+            publish_body("triage", body)
+        with (
+            WorkerProcess(["triage"], name="a", log_dir=log_dir, agents=IMPLEMENTATIONS),
+            WorkerProcess(["triage"], name="b", log_dir=log_dir, agents=IMPLEMENTATIONS),
+        ):
+            wait_until(lambda exception_id=exception_id: len(applied(exception_id)) == 5, 30)
+        assert applied(exception_id) == [1, 2, 3, 4, 5], f"shuffled publication order {[e.sequence for e in shuffled]}"
+        assert count(ParkedEvent) == 0
+
+
+# --- crash ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_worker_killed_holding_a_batch_loses_nothing_and_applies_everything_once(tenant, log_dir, tmp_path):
+    sleep_flag, started = tmp_path / "sleep", tmp_path / "started"
+    sleep_flag.touch()
+    ids = make_exceptions(TENANT, 40)
+    append_many(ids, kind="sleep")
+    env = {"PROBE_SLEEP_FILE": str(sleep_flag), "PROBE_STARTED_FILE": str(started), "PROBE_SLEEP_SECONDS": "0.25"}
+    with WorkerProcess(
+        ["triage", "policy"], pool="prefork", log_dir=log_dir, agents=IMPLEMENTATIONS, env=env
+    ) as worker:
+        wait_until(started.exists, 30, message="the probe to start on the batch")
+        (child,) = worker.children()
+        subprocess.run(["kill", "-9", str(child)], check=True)
+        sleep_flag.unlink()
+        wait_until(lambda: count(ProcessedEvent, consumer="policy") == 40, 60)
+        assert "WorkerLostError" in worker.log() or "Process 'ForkPoolWorker" in worker.log()
+    assert all(applied(i) == [1] for i in ids)
+    assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 40
+    assert count(Outbox) == 0
+
+
+# --- failure isolation, retries, dead letters, replay --------------------------------------------
+
+
+def test_one_failing_event_never_fails_its_batch_and_is_retried_then_dead_lettered_then_replayed(
+    tenant, log_dir, tmp_path
+):
+    fault = tmp_path / "fault"
+    fault.touch()
+    ids = make_exceptions(TENANT, 100)
+    bad = ids[37]
+    with tenant_scope(TENANT):
+        envelopes = store.append(
+            tenant_id=TENANT,
+            events=[store.NewEvent(i, "TriageRequested", {"exception_type": "boom" if i == bad else "x"}) for i in ids],
+            producer="api",
+        )
+    bad_event = next(e for e in envelopes if e.exception_id == bad)
+    policy = '{"triage": {"base_seconds": 0.4, "factor": 2, "cap_seconds": 30, "max_attempts": 4}}'
+    env = {"PROBE_FAULT_FILE": str(fault), "SENTINAI_RETRY_POLICIES": policy}
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS, env=env):
+        wait_until(lambda: count(ProcessedEvent, consumer="triage") == 99, 30)
+        # The 99 committed together, with the first failed attempt of the 100th.
+        assert count(EventAttempt, event_id=bad_event.event_id) == 1
+        assert count(ExceptionEvent, event_type="RetryScheduled") == 1
+        deadline = time.monotonic() + 60
+        while not count(DeadLetter) and time.monotonic() < deadline:
+            scheduler.tick_all_tenants()
+            time.sleep(0.1)
+        with tenant_scope(TENANT):
+            attempts = list(EventAttempt.objects.filter(event_id=bad_event.event_id).order_by("attempt"))
+            letter = DeadLetter.objects.get()
+        assert [a.attempt for a in attempts] == [1, 2, 3, 4]
+        assert [a.state for a in attempts][-1] == EventAttempt.State.DEAD_LETTERED
+        delays = [(a.next_attempt_at - a.failed_at).total_seconds() for a in attempts[:-1]]
+        assert delays == sorted(delays) and delays[0] < delays[-1], delays
+        for a, b in zip(attempts, attempts[1:], strict=False):
+            assert b.failed_at >= a.next_attempt_at - timedelta(milliseconds=50)
+        assert letter.consumer == "triage" and str(letter.event_id) == bad_event.event_id and letter.attempts == 4
+        assert count(ExceptionEvent, event_type="DeadLettered", exception_id=bad) == 1
+        assert applied(bad) == []
+
+        fault.unlink()  # the operator fixes the fault, then replays
+        out = StringIO()
+        call_command("replay_dead_letters", "--id", str(letter.pk), stdout=out)
+        assert "replayed 1" in out.getvalue()
+        wait_until(lambda: applied(bad) == [1], 30)
+    assert count(ProcessedEvent, consumer="triage") == 100
+    with tenant_scope(TENANT):
+        assert DeadLetter.objects.get().status == DeadLetter.Status.REPLAYED
+
+
+# --- poison messages -----------------------------------------------------------------------------
+
+
+def test_an_undecodable_message_ends_in_the_dlq_is_recorded_and_does_not_block_the_queue(tenant, log_dir):
+    ids = make_exceptions(TENANT, 3)
+    with celery_app.connection_for_write() as conn:
+        producer = Producer(conn.default_channel)
+        producer.publish(
+            b"{this is not json",
+            exchange=routing.EXCHANGE.name,
+            routing_key="triage",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"id": "poison-1", "task": "agents.triage.handle_batch"},
+        )
+    # A well-formed Celery message whose body is not a batch is poison too.
+    publish_body("triage", {"v": 1, "agent": "triage", "tenant_id": TENANT, "events": [{"nonsense": True}]})
+    append_many(ids)
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: count(ProcessedEvent, consumer="policy") == 3, 30)
+    assert all(applied(i) == [1] for i in ids)
+
+    def drained():
+        call_command("consume_dead_letters", "--once", stdout=StringIO())
+        with all_tenants_scope():
+            return DeadLetter.objects.filter(source=DeadLetter.Source.BROKER).count() == 2
+
+    wait_until(drained, 30, interval=0.5)
+    with all_tenants_scope():
+        letters = {d.message_id: d for d in DeadLetter.objects.all()}
+    undecodable = letters["poison-1"]
+    assert undecodable.tenant_id is None and "this is not json" in undecodable.body
+    assert undecodable.headers["x-death"][0]["reason"] == "rejected"
+    assert undecodable.headers["x-death"][0]["queue"] == "triage"
+    (malformed,) = (d for d in letters.values() if d.message_id != "poison-1")
+    assert malformed.tenant_id == TENANT and "nonsense" in malformed.body
+
+
+# --- broker outage -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_appends_commit_while_rabbitmq_is_down_and_everything_is_processed_once_it_is_back(tenant, log_dir):
+    ids = make_exceptions(TENANT, 30)
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True)
+        try:
+            started = time.monotonic()
+            for i in ids:
+                append(TENANT, i, "TriageRequested", {"exception_type": "x"})
+            assert time.monotonic() - started < 15, "appends must not wait on the broker"
+            assert count(Outbox, published_at__isnull=True) == 30
+            assert outbox.relay_all_tenants() == 0
+        finally:
+            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True)
+            subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True)
+
+        def relayed_and_done():
+            scheduler.tick_all_tenants()
+            return count(ProcessedEvent, consumer="policy") == 30
+
+        wait_until(relayed_and_done, 90, interval=1)
+    assert all(applied(i) == [1] for i in ids)
+    assert count(Outbox) == 0
+
+
+# --- a broker that loses messages ----------------------------------------------------------------
+
+
+def test_the_relay_re_offers_batches_a_broker_lost(tenant, log_dir, settings):
+    ids = make_exceptions(TENANT, 10)
+    append_many(ids)
+    with tenant_scope(TENANT):
+        assert Outbox.objects.get().published_at is not None
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("triage")
+    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 0}
+    assert outbox.relay_all_tenants() == 1
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: count(ProcessedEvent, consumer="policy") == 10, 30)
+    assert all(applied(i) == [1] for i in ids)
+
+
+def test_the_relay_leaves_published_batches_alone_while_their_queue_still_holds_messages(tenant, settings):
+    ids = make_exceptions(TENANT, 2)
+    append_many(ids[:1])
+    append_many(ids[1:])
+    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 0}
+    assert outbox.relay_all_tenants() == 0
+
+
+def test_a_message_for_an_unknown_tenant_is_dead_lettered(tenant, log_dir):
+    event_id = uuid.uuid4()
+    publish_body(
+        "triage",
+        {
+            "v": 1,
+            "agent": "triage",
+            "tenant_id": "nobody",
+            "outbox_ids": [],
+            "events": [
+                {
+                    "event_id": str(event_id),
+                    "event_type": "TriageRequested",
+                    "exception_id": str(uuid.uuid4()),
+                    "sequence": 1,
+                    "producer": "api",
+                    "payload": {},
+                }
+            ],
+        },
+    )
+    with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+
+        def recorded():
+            call_command("consume_dead_letters", "--once", stdout=StringIO())
+            with all_tenants_scope():
+                return DeadLetter.objects.filter(tenant_id="nobody").exists()
+
+        wait_until(recorded, 30, interval=0.5)
+    with all_tenants_scope():
+        assert ProcessedEvent.objects.count() == 0
