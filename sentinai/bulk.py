@@ -156,6 +156,15 @@ def update(model: type[models.Model], key: str, rows: Sequence[dict[str, Any]], 
         return count
 
 
+def uuid_list(values: Iterable[Any]) -> str:
+    """A list of UUIDs as one text parameter, for `= ANY(string_to_array(%s, ',')::uuid[])`: sending
+    a Python list makes the driver quote every element of the array on the way out."""
+    return ",".join(str(v) for v in values)
+
+
+ANY_UUIDS = "= ANY(string_to_array(%s, ',')::uuid[])"
+
+
 def in_clause(values: Iterable[Any], *, uuids: bool = False) -> tuple[str, list[Any]]:
     """SQL fragment and params for "column <fragment>" meaning "column is one of values", on
     PostgreSQL (= ANY(array)) and SQLite (IN (...); UUIDs stored as 32-char hex)."""

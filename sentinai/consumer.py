@@ -146,6 +146,18 @@ def _perform(agent: Agent, incoming: IncomingBatch) -> dict[str, Any]:
     return agent.perform(batch, pending)
 
 
+def _applied(consumer: str, event_ids: set[str]) -> set[str]:
+    """Which of these events `consumer` has applied."""
+    if not bulk.is_postgres():
+        return {str(i) for i in ProcessedEvent.objects.of(consumer, event_ids).values_list("event_id", flat=True)}
+    with bulk.server_cursor() as cursor:
+        cursor.execute(
+            f"SELECT event_id FROM processed_event WHERE id {bulk.ANY_UUIDS}",
+            [bulk.uuid_list(delivery_key(consumer, i) for i in event_ids)],
+        )
+        return {row[0] for row in cursor}
+
+
 def _claim(consumer: str, tenant_id: str, event_ids: list[str]) -> set[str]:
     rows = bulk.insert(
         ProcessedEvent,
@@ -205,11 +217,7 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any]) -> 
 def _decide(agent: Agent, batch: Batch, streams: dict[str, store.Stream], fresh: list[Envelope]) -> list[_Outcome]:
     prevs = {p for e in fresh if (p := e.prev_for(agent.name)) is not None}
     prevs -= {e.event_id for e in fresh}
-    applied_before = (
-        {str(i) for i in ProcessedEvent.objects.of(agent.name, prevs).values_list("event_id", flat=True)}
-        if prevs
-        else set()
-    )
+    applied_before = _applied(agent.name, prevs) if prevs else set()
     states = {xid: dict(s.fields) for xid, s in streams.items()}
     agent.load(batch, states)
     applied: set[str] = set()
@@ -353,8 +361,8 @@ def _consume_and_release(consumer: str, tenant_id: str, outbox_ids: list[int], a
         with bulk.server_cursor() as cursor:
             cursor.execute(
                 "WITH consumed AS (DELETE FROM outbox WHERE id = ANY(%s::bigint[])) "
-                "DELETE FROM parked_event WHERE waiting_key = ANY(%s::uuid[]) RETURNING event_id",
-                [outbox_ids, keys],
+                f"DELETE FROM parked_event WHERE waiting_key {bulk.ANY_UUIDS} RETURNING event_id",
+                [outbox_ids, bulk.uuid_list(keys)],
             )
             released = [row[0] for row in cursor.fetchall()]
     else:

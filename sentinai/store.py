@@ -144,11 +144,11 @@ def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) 
     join = f' JOIN "{meta.db_table}" e ON e.id = s.exception_id' if fields else ""
     sql = (
         f"SELECT s.exception_id, s.last_sequence, s.consumer_heads{columns} FROM exception_stream s{join} "
-        "WHERE s.tenant_id = %s AND s.exception_id = ANY(%s::uuid[]) ORDER BY s.exception_id FOR UPDATE OF s"
+        f"WHERE s.tenant_id = %s AND s.exception_id {bulk.ANY_UUIDS} ORDER BY s.exception_id FOR UPDATE OF s"
     )
     streams = {}
     with bulk.server_cursor() as cursor:
-        cursor.execute(sql, [tenant_id, wanted])
+        cursor.execute(sql, [tenant_id, bulk.uuid_list(wanted)])
         for exception_id, last_sequence, heads, *values in cursor:
             state = {
                 name: (_json(value) if i in json_fields else value)
