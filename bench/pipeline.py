@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500, help="events per broker message")
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--latency-seconds", type=float, default=20, help="0 skips the latency phase")
-    parser.add_argument("--latency-load", type=float, default=0.5, help="share of the measured throughput")
+    parser.add_argument("--latency-load", type=float, default=0.3, help="share of the measured throughput")
     parser.add_argument("--latency-chunk", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()

@@ -116,7 +116,23 @@ class _Outcome:
 
 def handle_batch(agent: Agent, body: Any) -> Report:
     """Process one message for `agent`. Raises PoisonMessage for a message that cannot be read."""
-    incoming = decode(agent.name, body)
+    return handle_incoming(agent, decode(agent.name, body))
+
+
+def merge(first: IncomingBatch, second: IncomingBatch) -> IncomingBatch:
+    """Two batches of one tenant for one agent as one (coalescing)."""
+    if (first.tenant_id, first.agent) != (second.tenant_id, second.agent):
+        raise ValueError("only batches of the same tenant and agent merge")
+    return IncomingBatch(
+        tenant_id=first.tenant_id,
+        agent=first.agent,
+        outbox_ids=[*first.outbox_ids, *second.outbox_ids],
+        events=[*first.events, *second.events],
+    )
+
+
+def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
+    """Process a decoded batch in one transaction (retried on deadlock)."""
     effects: dict[str, Any] = {}
     if type(agent).perform is not Agent.perform:
         effects = _perform(agent, incoming)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 
 from celery import Task
 from celery.exceptions import Reject
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from config.celery import app
-from sentinai import consumer, scheduler
+from sentinai import coalesce, consumer, scheduler
 from sentinai.registry import get_agent
 
 logger = logging.getLogger(__name__)
@@ -30,51 +31,101 @@ class AgentTask(Task):
 
 
 def run_agent(task: Task, agent_name: str, body) -> dict:
-    """Hand one message to the consumer framework."""
+    """Hand a message - and, when it is small, the messages waiting behind it - to the consumer
+    framework. Fetched messages are acknowledged only after their batches committed."""
     agent = get_agent(agent_name)
+    try:
+        incoming = consumer.decode(agent_name, body)
+    except consumer.PoisonMessage as exc:
+        _dead_letter_poison(task, agent_name, body, exc)
+        raise Reject(str(exc), requeue=False) from exc
+
+    batches = {incoming.tenant_id: incoming}
+    fetched: dict[str, list[coalesce.Fetched]] = defaultdict(list)
+    batch_size = settings.SENTINAI["BATCH_SIZE"]
+    if settings.SENTINAI["COALESCE"] and len(incoming.events) < batch_size // 2:
+        for item in coalesce.fetch(agent_name, task.name, max_events=batch_size - len(incoming.events)):
+            try:
+                if item.body is None:
+                    raise consumer.PoisonMessage(item.error)
+                extra = consumer.decode(agent_name, item.body)
+            except consumer.PoisonMessage as exc:
+                _dead_letter_fetched(task, agent_name, item, exc)
+                continue
+            known = batches.get(extra.tenant_id)
+            batches[extra.tenant_id] = consumer.merge(known, extra) if known else extra
+            fetched[extra.tenant_id].append(item)
+
+    totals: dict[str, int] = defaultdict(int)
+    poisoned: Exception | None = None
+    try:
+        for tenant_id, batch in batches.items():
+            try:
+                report = _handle_with_database_patience(agent, batch)
+            except consumer.PoisonMessage as exc:  # e.g. an unknown tenant: every message of it is poison
+                for item in fetched.pop(tenant_id, []):
+                    _dead_letter_fetched(task, agent_name, item, exc)
+                if tenant_id == incoming.tenant_id:
+                    poisoned = exc
+                continue
+            for name in ("received", "applied", "duplicates", "parked", "retried", "dead_lettered", "emitted"):
+                totals[name] += getattr(report, name)
+    except BaseException:
+        for items in fetched.values():
+            for item in items:
+                _quietly(item.requeue)
+        raise
+    for items in fetched.values():
+        for item in items:
+            _quietly(item.ack)
+    if poisoned is not None:
+        _dead_letter_poison(task, agent_name, body, poisoned)
+        raise Reject(str(poisoned), requeue=False) from poisoned
+    totals["messages"] = 1 + sum(len(items) for items in fetched.values())
+    logger.debug("%s batch: %s", agent_name, dict(totals))
+    return dict(totals)
+
+
+def _handle_with_database_patience(agent, batch: consumer.IncomingBatch) -> consumer.Report:
+    """Run the batch; while the database is unreachable (or the batch deadlocked three times) keep it
+    and retry with backoff, then hand it back to the queue."""
     budget = settings.SENTINAI["DB_OUTAGE_BUDGET_SECONDS"]
     started = time.monotonic()
     delay = 0.5
     while True:
         try:
-            report = consumer.handle_batch(agent, body)
-            break
-        except consumer.PoisonMessage as exc:
-            _dead_letter_poison(task, agent_name, body, exc)
-            raise Reject(str(exc), requeue=False) from exc
+            return consumer.handle_incoming(agent, batch)
         except (OperationalError, InterfaceError) as exc:
-            # The database is unreachable (or the batch deadlocked three times): keep the message
-            # while waiting for it, then hand it back to the queue.
             for conn in connections.all(initialized_only=True):
                 conn.close()
             if time.monotonic() - started + delay > budget:
-                logger.error("%s: database unavailable for %.0fs, requeueing the batch: %s", agent_name, budget, exc)
+                logger.error("%s: database unavailable for %.0fs, requeueing the batch: %s", agent.name, budget, exc)
                 raise Reject(str(exc), requeue=True) from exc
-            logger.warning("%s: database error, retrying in %.1fs: %s", agent_name, delay, exc)
+            logger.warning("%s: database error, retrying in %.1fs: %s", agent.name, delay, exc)
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
             close_old_connections()
-    logger.debug(
-        "%s batch: received=%d applied=%d duplicates=%d parked=%d retried=%d dead=%d emitted=%d",
+
+
+def _quietly(action) -> None:
+    try:
+        action()
+    except Exception as exc:  # the channel is gone: the broker returns unacked messages by itself
+        logger.warning("could not settle a coalesced message: %s", exc)
+
+
+def _dead_letter_fetched(task: Task, agent_name: str, item: coalesce.Fetched, exc: Exception) -> None:
+    _dead_letter_poison(
+        task,
         agent_name,
-        report.received,
-        report.applied,
-        report.duplicates,
-        report.parked,
-        report.retried,
-        report.dead_lettered,
-        report.emitted,
+        item.body if item.body is not None else item.message.body,
+        exc,
+        message_id=(item.message.headers or {}).get("id"),
     )
-    return {
-        "applied": report.applied,
-        "duplicates": report.duplicates,
-        "parked": report.parked,
-        "retried": report.retried,
-        "dead_lettered": report.dead_lettered,
-    }
+    _quietly(item.reject)
 
 
-def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception) -> None:
+def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception, message_id: str | None = None) -> None:
     """On RabbitMQ the rejected message reaches the DLQ and its consumer records it. The in-process
     broker has no dead-lettering, so record it here."""
     if task.app.connection_for_write().transport.driver_type == "amqp":
@@ -82,7 +133,7 @@ def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception) -> No
     from sentinai.deadletters import record_broker_dead_letter
 
     record_broker_dead_letter(
-        message_id=task.request.id,
+        message_id=message_id or task.request.id,
         queue=agent_name,
         body=body,
         headers={"x-first-death-reason": "rejected"},

@@ -335,3 +335,20 @@ def test_a_message_for_an_unknown_tenant_is_dead_lettered(tenant, log_dir):
         wait_until(recorded, 30, interval=0.5)
     with all_tenants_scope():
         assert ProcessedEvent.objects.count() == 0
+
+
+# --- coalescing ----------------------------------------------------------------------------------
+
+
+def test_small_messages_waiting_in_a_queue_are_coalesced_into_few_batches(tenant, log_dir):
+    ids = make_exceptions(TENANT, 60)
+    for exception_id in ids:  # sixty one-event messages wait in the queue
+        append(TENANT, exception_id, "TriageRequested", {"exception_type": "x"})
+    with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS, env={"SENTINAI_COALESCE": "true"}):
+        wait_until(lambda: count(ProcessedEvent, consumer="triage") == 60, 30)
+    assert all(applied(i) == [1] for i in ids)
+    with tenant_scope(TENANT):
+        # processed_at is the transaction's start time: one value per batch transaction.
+        transactions = ProcessedEvent.objects.filter(consumer="triage").values("processed_at").distinct().count()
+    assert transactions <= 5, f"60 messages took {transactions} transactions"
+    assert count(Outbox, queue="triage") == 0

@@ -153,6 +153,8 @@ SENTINAI = {
     "MAX_PAYLOAD_BYTES": env.int("SENTINAI_MAX_PAYLOAD_BYTES", default=256 * 1024),
     # Swap an agent's implementation: {"triage": "module:attribute"} (benchmarks, framework tests).
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
+    # A worker that receives a small batch takes the messages waiting behind it (sentinai/coalesce.py).
+    "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
     # How long a worker keeps a batch while the database is unreachable before handing it back.
     "DB_OUTAGE_BUDGET_SECONDS": env.float("SENTINAI_DB_OUTAGE_BUDGET_SECONDS", default=120.0),
 }

@@ -1,0 +1,97 @@
+"""Consumer-side coalescing: a worker that receives a small batch takes the messages waiting behind it
+on the same queue and processes them together.
+
+Batches are the unit of transport, but their size is set by whoever appended: a client posting one
+exception at a time, or a hop that received a small batch, produces one-event messages, and every hop
+would then pay a transaction, a publish and a message for each event. The fixed cost of a batch is
+far above the cost of an event, so when the delivered message is small the task fetches more waiting
+messages (basic_get on a channel of its own, unacknowledged), up to BATCH_SIZE events, merges them
+per tenant, and acknowledges them only after their transactions committed. A worker that dies holding
+them returns them to the queue, like the delivered message itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from config import routing
+from config.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+_local = threading.local()
+
+
+@dataclass
+class Fetched:
+    message: object  # kombu.Message
+    body: object  # the batch body (the task's first argument), or None when undecodable
+    error: str = ""
+
+    def ack(self) -> None:
+        self.message.ack()
+
+    def requeue(self) -> None:
+        self.message.reject(requeue=True)
+
+    def reject(self) -> None:
+        self.message.reject(requeue=False)
+
+
+def _queue(name: str):
+    channel = getattr(_local, "channel", None)
+    if channel is None:
+        # No heartbeats: this connection is used in short bursts from inside a running task.
+        conn = celery_app.connection_for_read(heartbeat=0)
+        conn.ensure_connection(max_retries=1)
+        _local.conn = conn
+        _local.channel = channel = conn.channel()
+    for queue in routing.work_queues():
+        if queue.name == name:
+            return queue(channel)
+    raise LookupError(name)
+
+
+def _drop_connection() -> None:
+    conn = getattr(_local, "conn", None)
+    _local.conn = _local.channel = None
+    if conn is not None:
+        try:
+            conn.release()
+        except Exception as exc:  # already broken; nothing left to release
+            logger.debug("closing coalescing connection: %s", exc)
+
+
+def fetch(queue: str, task_name: str, *, max_events: int, max_messages: int = 100) -> list[Fetched]:
+    """Take waiting messages for `task_name` from `queue`, about `max_events` events' worth. Never
+    raises: coalescing is an optimisation, and on any broker trouble the task runs what it has."""
+    taken: list[Fetched] = []
+    events = 0
+    try:
+        bound = _queue(queue)
+        while events < max_events and len(taken) < max_messages:
+            message = bound.get(no_ack=False, accept=["application/json"])
+            if message is None:
+                break
+            if (message.headers or {}).get("task") != task_name:
+                message.reject(requeue=True)  # not a batch: leave it to Celery
+                break
+            try:
+                args = message.decode()[0]
+                body = args[0]
+                events += len(body.get("events") or ())
+                taken.append(Fetched(message, body))
+            except Exception as exc:  # undecodable: the caller dead-letters it
+                taken.append(Fetched(message, None, f"undecodable message: {type(exc).__name__}: {exc}"))
+    except Exception as exc:
+        logger.warning("coalescing on %s stopped: %s", queue, exc)
+        for item in taken:
+            try:
+                item.requeue()
+            except Exception:  # the connection is gone; the broker requeues them itself
+                pass
+        _drop_connection()
+        return []
+    return taken
