@@ -64,9 +64,11 @@ stack: $(VENV)/.runtime services
 bench: bench-pipeline
 
 bench-pipeline: $(VENV)/.dev services
+	./scripts/tune-postgres.sh
 	$(BIN)/python bench/pipeline.py
 
 bench-queries: $(VENV)/.dev services
+	./scripts/tune-postgres.sh
 	$(BIN)/python bench/queries.py
 
 clean:

@@ -13,6 +13,7 @@ declare -A want=(
   [wal_buffers]=64MB
   [wal_compression]=lz4
   [effective_cache_size]=12GB
+  [shared_preload_libraries]=pg_stat_statements
 )
 restart=0
 for name in "${!want[@]}"; do
