@@ -28,8 +28,14 @@ def test_worker_declares_quorum_queues_and_consumes_only_its_queue(purge_broker,
         return queues
 
     with WorkerProcess(["triage"], name="only-triage", log_dir=log_dir):
-        # The worker reports ready a moment before its consumer is registered.
-        queues = wait_until(lambda: (q := list_queues()) and q["triage"][2] == 1 and q, 20)
+        # The worker reports ready a moment before its consumer is registered (and consumers of
+        # workers stopped by earlier tests may take a moment to go).
+        def settled():
+            q = list_queues()
+            consumers = {name: q[name][2] for name in routing.AGENTS}
+            return q if consumers == {name: int(name == "triage") for name in routing.AGENTS} else None
+
+        queues = wait_until(settled, 30, message="triage to have the only consumer")
     limit = settings.BROKER_DELIVERY_LIMIT
     for name in (*routing.AGENTS, routing.SCHEDULER_QUEUE):
         qtype, arguments, _ = queues[name]
