@@ -23,6 +23,7 @@ class NewException:
     exception_type: str | None = None
     occurred_at: datetime | None = None
     idempotency_key: str | None = None
+    severity: str | None = None
     manual: bool = False
     event_type: str = "ExceptionIngested"
     event_payload: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +70,7 @@ def exceptions_ingest(*, tenant_id: str, items: Sequence[NewException]) -> list[
                 "exception_type": item.exception_type,
                 "payload": item.payload,
                 "occurred_at": item.occurred_at,
+                "severity": item.severity,
                 "manual": item.manual,
             }
         )
@@ -126,3 +128,89 @@ def _existing(tenant_id: str, items: list[NewException]) -> dict[tuple, str]:
             raise LookupError("a duplicate conflicted but is no longer stored; retry the request")
         found[_natural_key(item)] = match
     return found
+
+
+# --- commands on an existing exception ------------------------------------------------------
+
+
+class ExceptionNotFound(LookupError):
+    pass
+
+
+class NothingAwaitsApproval(Exception):
+    pass
+
+
+def _append_to(
+    tenant_id: str, exception_id: str, event: store.NewEvent, fields: tuple[str, ...] = ()
+) -> store.Envelope:
+    streams = store.lock_streams(tenant_id, [exception_id], fields)
+    if exception_id not in streams:
+        raise ExceptionNotFound(exception_id)
+    (envelope,) = store.stage(tenant_id, streams, [event], producer="api")
+    store.write_events(tenant_id, [envelope])
+    store.write_streams(streams.values())
+    return envelope
+
+
+def exception_request_recalculation(
+    *, tenant_id: str, exception_id: str, requested_by: str, reason: str = ""
+) -> store.Envelope:
+    """Ask policy to match the exception's playbook again (PlaybookRecalculationRequested)."""
+    return _append_to(
+        tenant_id,
+        exception_id,
+        store.NewEvent(
+            exception_id, "PlaybookRecalculationRequested", {"requested_by": requested_by, "reason": reason}
+        ),
+    )
+
+
+def exception_decide_approval(
+    *, tenant_id: str, exception_id: str, decision: str, comment: str, decided_by: str
+) -> store.Envelope:
+    """Record a human decision on the step awaiting approval. Raises NothingAwaitsApproval when no run
+    of the exception waits for one, or a decision for that step is already recorded (a concurrent or
+    repeated request), checked under the exception's stream lock."""
+    from playbooks_app.models import PlaybookRun, RunStatus
+    from sentinai.models import ExceptionEvent
+
+    streams = store.lock_streams(tenant_id, [exception_id])
+    if exception_id not in streams:
+        raise ExceptionNotFound(exception_id)
+    run = (
+        PlaybookRun.objects.filter(exception_id=exception_id, status=RunStatus.AWAITING_APPROVAL)
+        .order_by("-started_at")
+        .values("id", "current_position")
+        .first()
+    )
+    if run is None:
+        raise NothingAwaitsApproval(exception_id)
+    run_id, position = str(run["id"]), run["current_position"]
+    if ExceptionEvent.objects.filter(
+        exception_id=exception_id, event_type="ApprovalDecided", payload__run_id=run_id, payload__position=position
+    ).exists():
+        raise NothingAwaitsApproval(exception_id)
+    event = store.NewEvent(
+        exception_id,
+        "ApprovalDecided",
+        {"decision": decision, "comment": comment, "decided_by": decided_by, "run_id": run_id, "position": position},
+    )
+    (envelope,) = store.stage(tenant_id, streams, [event], producer="api")
+    store.write_events(tenant_id, [envelope])
+    store.write_streams(streams.values())
+    return envelope
+
+
+def exception_submit_feedback(
+    *, tenant_id: str, exception_id: str, rating: int | None, outcome: str, comment: str, submitted_by: str
+) -> store.Envelope:
+    return _append_to(
+        tenant_id,
+        exception_id,
+        store.NewEvent(
+            exception_id,
+            "FeedbackSubmitted",
+            {"rating": rating, "outcome": outcome, "comment": comment, "submitted_by": submitted_by},
+        ),
+    )

@@ -167,12 +167,29 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "sentinai.api.problems.exception_handler",
 }
+# A batch of 1,000 exceptions fits; larger request bodies are refused with 413 before parsing.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=16 * 1024 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SentinAI API",
     "DESCRIPTION": "Command and query APIs of the SentinAI exception-handling platform.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <api key>"}
+        }
+    },
+    "SECURITY": [{"ApiKey": []}],
+    "AUTHENTICATION_WHITELIST": [],
+    # Choice fields take `.values` (value == label), so the overrides name the value lists.
+    "ENUM_NAME_OVERRIDES": {
+        "ExceptionStatusEnum": ["received", "normalized", "triaged", "in_progress", "awaiting_approval", "resolved", "escalated", "invalid"],
+        "PlaybookRunStatusEnum": ["running", "awaiting_approval", "completed", "failed", "rejected", "escalated", "superseded", "none"],
+        "BatchItemStatusEnum": ["accepted", "deduplicated", "rejected"],
+    },
 }
 
 # --- Misc ----------------------------------------------------------------------------------

@@ -16,5 +16,5 @@ from .base import DATABASES
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests own the test database's name; the owner alias creates and migrates it (tests/conftest.py).
 for _alias in DATABASES:
-    DATABASES[_alias]["TEST"] = {"NAME": "test_sentinai"}
+    DATABASES[_alias]["TEST"] = {"NAME": os.environ.get("SENTINAI_TEST_DB", "test_sentinai")}
     DATABASES[_alias]["CONN_MAX_AGE"] = 0

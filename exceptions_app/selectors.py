@@ -1,0 +1,79 @@
+"""Reads of the exceptions API: database projections only, never an agent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from exceptions_app.models import ExceptionRecord
+from sentinai.models import ExceptionEvent
+
+FIELDS = (
+    "id",
+    "tenant_id",
+    "source_system",
+    "source_ref",
+    "exception_type",
+    "severity",
+    "priority",
+    "status",
+    "manual",
+    "payload",
+    "normalized",
+    "invalid_reasons",
+    "occurred_at",
+    "sla_due_at",
+    "closed_at",
+    "created_at",
+    "updated_at",
+)
+EVENT_FIELDS = ("event_id", "event_type", "sequence", "causation_id", "producer", "recorded_at", "payload")
+
+
+def _shape(row: dict[str, Any]) -> dict[str, Any]:
+    shaped = dict(row)
+    shaped["exception_id"] = shaped.pop("id")
+    return shaped
+
+
+def exception_page(
+    *, tenant_id: str, filters: dict[str, Any], after: dict[str, Any] | None, limit: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Newest first, by keyset (created_at, id): constant cost at any depth. Returns the page and the
+    position after its last row (None on the last page)."""
+    qs = ExceptionRecord.objects.filter(tenant_id=tenant_id)
+    for name in ("status", "severity", "exception_type"):
+        if filters.get(name):
+            qs = qs.filter(**{name: filters[name]})
+    if filters.get("created_after"):
+        qs = qs.filter(created_at__gt=filters["created_after"])
+    if filters.get("created_before"):
+        qs = qs.filter(created_at__lt=filters["created_before"])
+    if after is not None:
+        # A row-value comparison, so the (tenant, ..., created_at, id) indexes seek straight to it.
+        qs = qs.extra(where=["(exception.created_at, exception.id) < (%s, %s)"], params=[after["c"], after["i"]])
+    rows = list(qs.order_by("-created_at", "-id").values(*FIELDS)[: limit + 1])
+    position = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        position = {"c": last["created_at"].isoformat(), "i": str(last["id"])}
+    return [_shape(r) for r in rows], position
+
+
+def exception_get(*, tenant_id: str, exception_id: str) -> dict[str, Any] | None:
+    row = ExceptionRecord.objects.filter(tenant_id=tenant_id, id=exception_id).values(*FIELDS).first()
+    return _shape(row) if row else None
+
+
+def exception_events(*, exception_id: str, types: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The exception's event chain in sequence order."""
+    qs = ExceptionEvent.objects.filter(exception_id=exception_id)
+    if types:
+        qs = qs.filter(event_type__in=types)
+    return list(qs.order_by("sequence").values(*EVENT_FIELDS))
+
+
+def parse_position(position: dict[str, Any]) -> dict[str, Any]:
+    """Validate a decoded cursor position (signed, but checked anyway)."""
+    return {"c": datetime.fromisoformat(position["c"]), "i": str(position["i"])}

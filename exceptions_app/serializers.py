@@ -1,0 +1,142 @@
+"""Request validation and response shapes (also the OpenAPI schema) of the exceptions API."""
+
+from __future__ import annotations
+
+import orjson
+from django.conf import settings
+from rest_framework import serializers
+
+from exceptions_app.models import ExceptionStatus, Severity
+
+TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a misspelt field is an error, not silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class PayloadField(serializers.JSONField):
+    """A JSON object of at most SENTINAI["MAX_PAYLOAD_BYTES"] (256 KiB) once serialised."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        limit = settings.SENTINAI["MAX_PAYLOAD_BYTES"]
+        if len(orjson.dumps(value)) > limit:
+            raise serializers.ValidationError(f"Must be at most {limit // 1024} KiB.")
+        return value
+
+
+class IngestSerializer(StrictSerializer):
+    source_system = serializers.CharField(max_length=100)
+    source_ref = serializers.CharField(max_length=200, required=False, allow_null=True)
+    exception_type = serializers.RegexField(TYPE_PATTERN, required=False, allow_null=True)
+    occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+    payload = PayloadField()
+
+
+class ManualSerializer(StrictSerializer):
+    source_system = serializers.CharField(max_length=100, default="manual")
+    source_ref = serializers.CharField(max_length=200, required=False, allow_null=True)
+    exception_type = serializers.RegexField(TYPE_PATTERN)
+    severity = serializers.ChoiceField(choices=Severity.values, required=False, allow_null=True)
+    summary = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    payload = PayloadField(required=False, default=dict)
+
+
+class BatchSerializer(StrictSerializer):
+    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=1000)
+
+
+class ApprovalSerializer(StrictSerializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class FeedbackSerializer(StrictSerializer):
+    rating = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
+    outcome = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class RecalculateSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class AcceptedSerializer(serializers.Serializer):
+    exception_id = serializers.UUIDField()
+    event_id = serializers.UUIDField(allow_null=True)
+    status_url = serializers.URLField()
+    deduplicated = serializers.BooleanField()
+
+
+class CommandAcceptedSerializer(serializers.Serializer):
+    exception_id = serializers.UUIDField()
+    event_id = serializers.UUIDField()
+    status_url = serializers.URLField()
+
+
+class BatchResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["accepted", "deduplicated", "rejected"])
+    exception_id = serializers.UUIDField(required=False)
+    event_id = serializers.UUIDField(required=False, allow_null=True)
+    status_url = serializers.URLField(required=False)
+    errors = serializers.DictField(required=False)
+
+
+class BatchResponseSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    deduplicated = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = BatchResultSerializer(many=True)
+
+
+class EventSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    event_type = serializers.CharField()
+    sequence = serializers.IntegerField()
+    causation_id = serializers.UUIDField(allow_null=True)
+    producer = serializers.CharField()
+    recorded_at = serializers.DateTimeField()
+    payload = serializers.JSONField()
+
+
+class ExceptionSerializer(serializers.Serializer):
+    exception_id = serializers.UUIDField()
+    tenant_id = serializers.CharField()
+    source_system = serializers.CharField()
+    source_ref = serializers.CharField(allow_null=True)
+    exception_type = serializers.CharField(allow_null=True)
+    severity = serializers.ChoiceField(choices=Severity.values, allow_null=True)
+    priority = serializers.IntegerField(allow_null=True)
+    status = serializers.ChoiceField(choices=ExceptionStatus.values)
+    manual = serializers.BooleanField()
+    payload = serializers.JSONField()
+    normalized = serializers.JSONField()
+    invalid_reasons = serializers.ListField(child=serializers.CharField())
+    occurred_at = serializers.DateTimeField(allow_null=True)
+    sla_due_at = serializers.DateTimeField(allow_null=True)
+    closed_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ExceptionDetailSerializer(ExceptionSerializer):
+    events = EventSerializer(many=True)
+
+
+class ExceptionPageSerializer(serializers.Serializer):
+    results = ExceptionSerializer(many=True)
+    next = serializers.URLField(allow_null=True)

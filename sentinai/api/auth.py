@@ -1,0 +1,74 @@
+"""API key authentication: `Authorization: Bearer <key>`.
+
+Keys are stored as prefix + SHA-512 hash (djangorestframework-api-key). A verified key is cached in
+process for a few seconds, so a burst of requests costs one database lookup; revoking a key takes
+effect within KEY_CACHE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions
+
+from sentinai.models import TenantAPIKey
+
+KEY_CACHE_SECONDS = 10.0
+_verified: dict[str, tuple[float, Principal]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: one tenant's key, or an operator key (reads across tenants, replays dead letters)."""
+
+    tenant_id: str
+    is_operator: bool
+    key_prefix: str
+
+    is_authenticated = True
+
+    def may_act_for(self, tenant_id: str) -> bool:
+        return self.is_operator or self.tenant_id == tenant_id
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None  # -> 401 NotAuthenticated (the view requires a principal)
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key or " " in key or "." not in key or len(key) > 200:
+            raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Bearer <api key>'.")
+        principal = verify(key)
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        return principal, key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="sentinai"'
+
+
+def verify(key: str) -> Principal | None:
+    now = time.monotonic()
+    hit = _verified.get(key)
+    if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
+        return hit[1]
+    try:
+        api_key = TenantAPIKey.objects.get_from_key(key)
+    except TenantAPIKey.DoesNotExist:
+        return None
+    if api_key.has_expired:
+        return None
+    principal = Principal(tenant_id=api_key.tenant_id, is_operator=api_key.is_operator, key_prefix=api_key.prefix)
+    if len(_verified) > 10_000:
+        _verified.clear()
+    _verified[key] = (now, principal)
+    return principal
+
+
+def forget_cached_keys() -> None:
+    _verified.clear()

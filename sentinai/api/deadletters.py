@@ -1,0 +1,126 @@
+"""Dead letters over the API: a tenant sees its own, an operator sees all and may replay."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from sentinai import deadletters
+from sentinai.api import pagination
+from sentinai.api.problems import Problem
+from sentinai.api.schema import problems
+from sentinai.api.views import ApiView
+from sentinai.models import DeadLetter
+
+FIELDS = (
+    "id",
+    "tenant_id",
+    "source",
+    "consumer",
+    "status",
+    "event_id",
+    "exception_id",
+    "event_ids",
+    "error",
+    "attempts",
+    "replay_count",
+    "created_at",
+    "updated_at",
+)
+
+
+class DeadLetterSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    tenant_id = serializers.CharField(allow_null=True)
+    source = serializers.ChoiceField(choices=DeadLetter.Source.values)
+    agent = serializers.CharField()
+    status = serializers.ChoiceField(choices=DeadLetter.Status.values)
+    event_id = serializers.UUIDField(allow_null=True)
+    exception_id = serializers.UUIDField(allow_null=True)
+    event_ids = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    replay_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class DeadLetterPageSerializer(serializers.Serializer):
+    results = DeadLetterSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
+class DeadLetterFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=DeadLetter.Status.values, required=False)
+    agent = serializers.CharField(max_length=32, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=pagination.MAX_LIMIT, required=False)
+    cursor = serializers.CharField(required=False)
+
+
+class ReplayedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    replay_count = serializers.IntegerField()
+
+
+def _shape(row: dict) -> dict:
+    row = dict(row)
+    row["agent"] = row.pop("consumer")
+    return row
+
+
+class DeadLetterListView(ApiView):
+    @extend_schema(
+        operation_id="dead_letters_list",
+        summary="Dead letters, newest first (a tenant's own; operators: all)",
+        parameters=[DeadLetterFilterSerializer, OpenApiParameter("cursor", str)],
+        responses={200: DeadLetterPageSerializer, **problems(400)},
+    )
+    def get(self, request):
+        params = DeadLetterFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = params.validated_data
+        limit = filters.get("limit", pagination.DEFAULT_LIMIT)
+        with self.scope():
+            qs = DeadLetter.objects.all()
+            if filters.get("status"):
+                qs = qs.filter(status=filters["status"])
+            if filters.get("agent"):
+                qs = qs.filter(consumer=filters["agent"])
+            if filters.get("cursor"):
+                position = pagination.decode(filters["cursor"])
+                if not isinstance(position.get("i"), int):
+                    raise Problem(400, "invalid-cursor", "The cursor is not one this API issued.")
+                qs = qs.filter(id__lt=position["i"])
+            rows = list(qs.order_by("-id").values(*FIELDS)[: limit + 1])
+        position = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            position = {"i": rows[-1]["id"]}
+        return Response({"results": [_shape(r) for r in rows], "next": pagination.next_url(request, position)})
+
+
+class DeadLetterReplayView(ApiView):
+    @extend_schema(
+        operation_id="dead_letters_replay",
+        summary="Replay a dead letter: its events run again from its agent (operator keys)",
+        request=None,
+        responses={202: ReplayedSerializer, **problems(403, 404, 409)},
+    )
+    def post(self, request, dead_letter_id: int):
+        if not self.principal.is_operator:
+            raise Problem(403, "forbidden", "Only operator keys may replay dead letters.")
+        with self.scope():
+            letter = DeadLetter.objects.filter(pk=dead_letter_id).first()
+        if letter is None:
+            raise Problem(404, "not-found", "No such dead letter.")
+        if letter.status == DeadLetter.Status.DISCARDED:
+            raise Problem(409, "discarded", "The dead letter was discarded.")
+        try:
+            deadletters.replay([letter])
+        except deadletters.NotReplayable as exc:
+            raise Problem(409, "not-replayable", str(exc)) from exc
+        return Response(
+            {"id": letter.pk, "status": DeadLetter.Status.REPLAYED, "replay_count": letter.replay_count + 1}, status=202
+        )
