@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import DatabaseError
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -26,9 +26,10 @@ from exceptions_app.serializers import (
     ManualSerializer,
     RecalculateSerializer,
 )
-from sentinai import pii
-from sentinai.api import admission, pagination
+from sentinai import admission, pii
+from sentinai.api import pagination
 from sentinai.api.problems import Problem, problem_response
+from sentinai.api.query import parse_query
 from sentinai.api.schema import EXCEPTION_ID, IDEMPOTENCY_KEY, TENANT_ID, problems
 from sentinai.api.views import ApiView
 from sentinai.domain_rules import pii_rules_for
@@ -111,10 +112,14 @@ class FilterSerializer(serializers.Serializer):
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
     limit = serializers.IntegerField(min_value=1, max_value=pagination.MAX_LIMIT, required=False)
-    cursor = serializers.CharField(required=False)
+    cursor = serializers.CharField(
+        required=False, min_length=1, help_text="Opaque cursor from the previous page's `next`."
+    )
 
 
 class ExceptionCollectionView(ApiView):
+    query_serializer = FilterSerializer
+
     @extend_schema(
         operation_id="exceptions_ingest",
         summary="Report an exception",
@@ -148,15 +153,12 @@ class ExceptionCollectionView(ApiView):
         parameters=[
             TENANT_ID,
             FilterSerializer,
-            OpenApiParameter("cursor", str, description="Opaque cursor from the previous page's `next`."),
         ],
         responses={200: ExceptionPageSerializer, **problems(400, 403, 404)},
     )
     def get(self, request, tenant_id: str):
         tenant = self.tenant(tenant_id)
-        params = FilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        filters = params.validated_data
+        filters = parse_query(self.query_serializer, request)
         after = None
         if filters.get("cursor"):
             try:

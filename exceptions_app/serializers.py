@@ -22,33 +22,67 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would turn 123 into "123"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class PayloadField(serializers.JSONField):
-    """A JSON object of at most SENTINAI["MAX_PAYLOAD_BYTES"] (256 KiB) once serialised."""
+    """A JSON object that can be stored as is: at most SENTINAI["MAX_PAYLOAD_BYTES"] (256 KiB) once
+    serialised, no NUL characters (PostgreSQL's jsonb refuses them), integers within 64 bits and
+    strings of valid Unicode."""
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as exc:  # integers beyond 64 bits, lone surrogates
+            raise serializers.ValidationError(f"Must be storable JSON: {exc}.") from exc
         limit = settings.SENTINAI["MAX_PAYLOAD_BYTES"]
-        if len(orjson.dumps(value)) > limit:
+        if size > limit:
             raise serializers.ValidationError(f"Must be at most {limit // 1024} KiB.")
+        if _has_nul(value):
+            raise serializers.ValidationError("Must not contain NUL characters.")
         return value
 
 
 class IngestSerializer(StrictSerializer):
-    source_system = serializers.CharField(max_length=100)
-    source_ref = serializers.CharField(max_length=200, required=False, allow_null=True)
-    exception_type = serializers.RegexField(TYPE_PATTERN, required=False, allow_null=True)
+    source_system = StrictCharField(max_length=100)
+    source_ref = StrictCharField(max_length=200, required=False, allow_null=True)
+    exception_type = StrictRegexField(TYPE_PATTERN, required=False, allow_null=True)
     occurred_at = serializers.DateTimeField(required=False, allow_null=True)
     payload = PayloadField()
 
 
 class ManualSerializer(StrictSerializer):
-    source_system = serializers.CharField(max_length=100, default="manual")
-    source_ref = serializers.CharField(max_length=200, required=False, allow_null=True)
-    exception_type = serializers.RegexField(TYPE_PATTERN)
+    source_system = StrictCharField(max_length=100, default="manual")
+    source_ref = StrictCharField(max_length=200, required=False, allow_null=True)
+    exception_type = StrictRegexField(TYPE_PATTERN)
     severity = serializers.ChoiceField(choices=Severity.values, required=False, allow_null=True)
-    summary = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    summary = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
     payload = PayloadField(required=False, default=dict)
 
 
@@ -58,17 +92,17 @@ class BatchSerializer(StrictSerializer):
 
 class ApprovalSerializer(StrictSerializer):
     decision = serializers.ChoiceField(choices=["approve", "reject"])
-    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    comment = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class FeedbackSerializer(StrictSerializer):
     rating = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
-    outcome = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
-    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    outcome = StrictCharField(max_length=32, required=False, allow_blank=True, default="")
+    comment = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class RecalculateSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
 
 
 # --- responses ---------------------------------------------------------------------------------

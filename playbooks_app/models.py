@@ -54,6 +54,8 @@ class PlaybookStep(models.Model):
     action = models.CharField(max_length=16, choices=StepAction.choices)
     tool = models.CharField(max_length=100, blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
+    # The step runs only when this condition holds (sentinai.conditions); empty: always.
+    condition = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "playbook_step"
@@ -93,6 +95,8 @@ class PlaybookRun(models.Model):
     playbook = models.ForeignKey(Playbook, on_delete=models.PROTECT, related_name="runs")
     status = models.CharField(max_length=24, choices=RunStatus.choices, default=RunStatus.RUNNING)
     current_position = models.PositiveSmallIntegerField(default=0)
+    # The policy decision the run started under (requires_approval, auto_tools); step conditions read it.
+    policy = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(db_default=Now())
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())

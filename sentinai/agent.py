@@ -40,11 +40,25 @@ class Upsert:
     unique: tuple[str, ...] = ("id",)
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Change some fields of an existing row, found by primary key."""
+
+    model: type[models.Model]
+    pk: Any
+    values: dict[str, Any]
+
+
 @dataclass(slots=True)
 class Decision:
+    """What deciding on one event produced: events to emit, changes of the exception projection,
+    records of the agent's own tables, and `state` - changes to fold into the in-memory state the
+    next event of the same exception in this batch is decided on (not written by the framework)."""
+
     emit: list[Emit] = field(default_factory=list)
     exception: dict[str, Any] = field(default_factory=dict)
-    records: list[Upsert] = field(default_factory=list)
+    records: list[Upsert | Update] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 class PermanentError(Exception):

@@ -26,14 +26,15 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from sentinai import bulk, ids, store, tenants
-from sentinai.agent import Agent, Batch, Decision, PermanentError, Upsert
+from sentinai import admission, bulk, ids, store, tenants
+from sentinai.agent import Agent, Batch, Decision, PermanentError, Update, Upsert
 from sentinai.events import (
     SUBSCRIPTIONS,
     DeadLettered,
@@ -333,11 +334,18 @@ def _write(
         report.parked += len(parked)
 
     upserts: dict[tuple, list[Upsert]] = defaultdict(list)
+    updates: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    closed = 0
     for cause, decision, salt in applied:
         if decision.exception:
             streams[cause.exception_id].changes.update(decision.exception)
+            closed += "closed_at" in decision.exception
         for record in decision.records:
-            upserts[(record.model, record.unique, tuple(record.values))].append(record)
+            if isinstance(record, Update):
+                pk_name = record.model._meta.pk.name
+                updates[(record.model, tuple(record.values))].append({pk_name: record.pk, **record.values})
+            else:
+                upserts[(record.model, record.unique, tuple(record.values))].append(record)
         for index, emit in enumerate(decision.emit):
             new_events.append(
                 store.NewEvent(
@@ -350,6 +358,11 @@ def _write(
             )
     for (model, unique, names), records in upserts.items():
         _upsert(model, unique, names, records)
+    for (model, _names), rows in updates.items():
+        bulk.update(model, model._meta.pk.name, rows)
+    if closed:
+        # Exceptions that reached a terminal state leave the tenant's in-flight count.
+        transaction.on_commit(partial(admission.release, tenant_id, closed), robust=True)
 
     envelopes = store.stage(tenant_id, streams, new_events, producer=agent.name)
     store.write_events(tenant_id, envelopes)

@@ -222,6 +222,14 @@ class ToolExecutionCompleted(EventPayload):
     position: int | None = None
 
 
+@event(producers=("sla",))
+class PlaybookTimerElapsed(EventPayload):
+    """A `wait` step's time is up (the scheduler's timer scan)."""
+
+    run_id: str
+    position: int
+
+
 @event(producers=("playbook",))
 class PlaybookCompleted(EventPayload):
     """A playbook run ended; resolution turns the outcome into the exception's terminal state."""
@@ -325,7 +333,7 @@ SUBSCRIPTIONS: dict[str, frozenset[str]] = {
     "intake": frozenset({"ExceptionIngested", "ManualExceptionCreated"}),
     "triage": frozenset({"TriageRequested"}),
     "policy": frozenset({"PolicyEvaluationRequested", "PlaybookRecalculationRequested"}),
-    "playbook": frozenset({"PlaybookMatched", "ToolExecutionCompleted", "ApprovalDecided"}),
+    "playbook": frozenset({"PlaybookMatched", "ToolExecutionCompleted", "ApprovalDecided", "PlaybookTimerElapsed"}),
     "tool": frozenset({"ToolExecutionRequested"}),
     "resolution": frozenset({"PlaybookCompleted", "EscalationRequested"}),
     "feedback": frozenset(

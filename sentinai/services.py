@@ -15,9 +15,15 @@ def tenant_create_or_update(
     rate_per_second: float | None = None,
     burst: int | None = None,
     max_in_flight: int | None = None,
+    overrides: dict | None = None,
 ) -> tuple[Tenant, bool]:
-    """Create the tenant, or update the given settings of an existing one (idempotent)."""
+    """Create the tenant, or update the given settings of an existing one, and bind it to its domain
+    pack (loading the shipped pack by name if needed). Idempotent. Raises domain.PackError for a pack
+    that is neither loaded nor shipped."""
+    from sentinai import domain, tenants
+
     Tenant(id=tenant_id, name=name or tenant_id, domain_pack=domain_pack).clean_fields(exclude=["created_at"])
+    domain.ensure_loaded(domain_pack)
     with transaction.atomic():
         tenant, created = Tenant.objects.select_for_update().get_or_create(
             id=tenant_id, defaults={"name": name or tenant_id, "domain_pack": domain_pack}
@@ -28,6 +34,7 @@ def tenant_create_or_update(
             "rate_per_second": rate_per_second,
             "burst": burst,
             "max_in_flight": max_in_flight,
+            "overrides": overrides,
         }
         changed = False
         for field_name, value in changes.items():
@@ -36,6 +43,8 @@ def tenant_create_or_update(
                 changed = True
         if changed:
             tenant.save()
+    domain.bind(tenant)
+    tenants.forget(tenant.id)
     return tenant, created
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from exceptions_app.models import ExceptionRecord
-from exceptions_app.serializers import PayloadField, StrictSerializer
+from exceptions_app.serializers import PayloadField, StrictCharField, StrictSerializer
 from exceptions_app.services import ExceptionNotFound
 from sentinai import pii
 from sentinai.api import pagination
 from sentinai.api.problems import Problem
+from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
 from tools_app import selectors, services
@@ -21,7 +22,7 @@ from tools_app.models import ExecutionStatus
 
 class ExecuteSerializer(StrictSerializer):
     exception_id = serializers.UUIDField()
-    tool = serializers.CharField(max_length=100)
+    tool = StrictCharField(max_length=100)
     params = PayloadField(required=False, default=dict)
 
 
@@ -59,7 +60,9 @@ class ExecutionFilterSerializer(serializers.Serializer):
     tool = serializers.CharField(max_length=100, required=False)
     status = serializers.ChoiceField(choices=ExecutionStatus.values, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=pagination.MAX_LIMIT, required=False)
-    cursor = serializers.CharField(required=False)
+    cursor = serializers.CharField(
+        required=False, min_length=1, help_text="Opaque cursor from the previous page's `next`."
+    )
 
 
 def execution_url(request, execution_id: str) -> str:
@@ -110,16 +113,18 @@ class ToolExecuteView(ApiView):
 
 
 class ToolExecutionListView(ApiView):
+    query_serializer = ExecutionFilterSerializer
+
     @extend_schema(
         operation_id="tools_executions_list",
         summary="Tool executions, newest first (operators: every tenant's)",
-        parameters=[ExecutionFilterSerializer, OpenApiParameter("cursor", str)],
+        parameters=[
+            ExecutionFilterSerializer,
+        ],
         responses={200: ExecutionPageSerializer, **problems(400)},
     )
     def get(self, request):
-        params = ExecutionFilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        filters = params.validated_data
+        filters = parse_query(self.query_serializer, request)
         after = None
         if filters.get("cursor"):
             try:

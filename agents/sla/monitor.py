@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.sla.logic import due_events
 from exceptions_app.models import ExceptionRecord
-from sentinai import store
+from sentinai import ids, store
 from sentinai.events import EVENT_NAMESPACE
 from sentinai.tenancy import all_tenants_scope, tenant_scope
 
@@ -38,10 +38,10 @@ def _candidates_all_tenants(limit: int) -> dict[str, list[str]]:
 def scan_all_tenants(limit: int = 5000) -> dict:
     fraction = settings.SENTINAI["SLA_IMMINENT_FRACTION"]
     announced = 0
-    for tenant_id, ids in _candidates_all_tenants(limit).items():
+    for tenant_id, exception_ids in _candidates_all_tenants(limit).items():
         with tenant_scope(tenant_id):
             now = timezone.now()
-            streams = store.lock_streams(tenant_id, ids, STATE_FIELDS)
+            streams = store.lock_streams(tenant_id, exception_ids, STATE_FIELDS)
             new_events = []
             for exception_id, stream in streams.items():
                 for payload in due_events(stream.fields, now, fraction):
@@ -60,3 +60,46 @@ def scan_all_tenants(limit: int = 5000) -> dict:
             store.write_streams(streams.values())
             announced += len(envelopes)
     return {"announced": announced}
+
+
+def timers_all_tenants(limit: int = 5000) -> int:
+    """Announce PlaybookTimerElapsed for `wait` steps whose time is up. The event id is derived from the
+    run step and checked under the stream lock, so a timer fires once however often scans run."""
+    from playbooks_app.models import PlaybookRunStep
+    from sentinai.models import ExceptionEvent
+
+    now = timezone.now()
+    with all_tenants_scope():
+        due = list(
+            PlaybookRunStep.objects.filter(
+                action="wait", status="running", output__wake_at__lte=now.timestamp()
+            ).values_list("tenant_id", "run__exception_id", "run_id", "position")[:limit]
+        )
+    by_tenant: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for tenant_id, exception_id, run_id, position in due:
+        by_tenant[tenant_id].append((str(exception_id), str(run_id), position))
+    fired = 0
+    for tenant_id, timers in by_tenant.items():
+        with tenant_scope(tenant_id):
+            streams = store.lock_streams(tenant_id, [t[0] for t in timers])
+            candidates = {
+                ids.uuid5(EVENT_NAMESPACE, f"timer:{run_id}:{position}"): (exception_id, run_id, position)
+                for exception_id, run_id, position in timers
+                if exception_id in streams
+            }
+            existing = {
+                str(i)
+                for i in ExceptionEvent.objects.filter(event_id__in=list(candidates)).values_list("event_id", flat=True)
+            }
+            new_events = [
+                store.NewEvent(
+                    exception_id, "PlaybookTimerElapsed", {"run_id": run_id, "position": position}, event_id=event_id
+                )
+                for event_id, (exception_id, run_id, position) in candidates.items()
+                if event_id not in existing
+            ]
+            envelopes = store.stage(tenant_id, streams, new_events, producer="sla")
+            store.write_events(tenant_id, envelopes)
+            store.write_streams(streams.values())
+            fired += len(envelopes)
+    return fired

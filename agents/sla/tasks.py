@@ -4,7 +4,8 @@ from sentinai.tasks import AgentTask
 
 @app.task(base=AgentTask, name="agents.sla.scan")
 def scan() -> dict:
-    """Announce SLAImminent / SLAExpired for open exceptions that reached them (all tenants)."""
-    from agents.sla.monitor import scan_all_tenants
+    """Announce SLAImminent / SLAExpired for open exceptions that reached them, and fire the timers of
+    playbook `wait` steps (all tenants)."""
+    from agents.sla.monitor import scan_all_tenants, timers_all_tenants
 
-    return scan_all_tenants()
+    return {**scan_all_tenants(), "timers": timers_all_tenants()}

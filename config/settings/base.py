@@ -186,8 +186,26 @@ SPECTACULAR_SETTINGS = {
     "AUTHENTICATION_WHITELIST": [],
     # Choice fields take `.values` (value == label), so the overrides name the value lists.
     "ENUM_NAME_OVERRIDES": {
-        "ExceptionStatusEnum": ["received", "normalized", "triaged", "in_progress", "awaiting_approval", "resolved", "escalated", "invalid"],
-        "PlaybookRunStatusEnum": ["running", "awaiting_approval", "completed", "failed", "rejected", "escalated", "superseded", "none"],
+        "ExceptionStatusEnum": [
+            "received",
+            "normalized",
+            "triaged",
+            "in_progress",
+            "awaiting_approval",
+            "resolved",
+            "escalated",
+            "invalid",
+        ],
+        "PlaybookRunStatusEnum": [
+            "running",
+            "awaiting_approval",
+            "completed",
+            "failed",
+            "rejected",
+            "escalated",
+            "superseded",
+            "none",
+        ],
         "BatchItemStatusEnum": ["accepted", "deduplicated", "rejected"],
     },
 }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from sentinai import deadletters
 from sentinai.api import pagination
 from sentinai.api.problems import Problem
+from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
 from sentinai.models import DeadLetter
@@ -55,7 +56,9 @@ class DeadLetterFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=DeadLetter.Status.values, required=False)
     agent = serializers.CharField(max_length=32, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=pagination.MAX_LIMIT, required=False)
-    cursor = serializers.CharField(required=False)
+    cursor = serializers.CharField(
+        required=False, min_length=1, help_text="Opaque cursor from the previous page's `next`."
+    )
 
 
 class ReplayedSerializer(serializers.Serializer):
@@ -71,16 +74,18 @@ def _shape(row: dict) -> dict:
 
 
 class DeadLetterListView(ApiView):
+    query_serializer = DeadLetterFilterSerializer
+
     @extend_schema(
         operation_id="dead_letters_list",
         summary="Dead letters, newest first (a tenant's own; operators: all)",
-        parameters=[DeadLetterFilterSerializer, OpenApiParameter("cursor", str)],
+        parameters=[
+            DeadLetterFilterSerializer,
+        ],
         responses={200: DeadLetterPageSerializer, **problems(400)},
     )
     def get(self, request):
-        params = DeadLetterFilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        filters = params.validated_data
+        filters = parse_query(self.query_serializer, request)
         limit = filters.get("limit", pagination.DEFAULT_LIMIT)
         with self.scope():
             qs = DeadLetter.objects.all()

@@ -22,6 +22,20 @@ class HasApiKey(BasePermission):
 class ApiView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasApiKey]
+    # The query parameters the view understands; any other is refused (400), as unknown body fields are.
+    query_serializer: type | None = None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        allowed = set(self.query_serializer._declared_fields) if self.query_serializer else set()
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise Problem(
+                400,
+                "validation-error",
+                "The request is not valid; see errors.",
+                errors={name or "(empty name)": ["Unknown query parameter."] for name in unknown},
+            )
 
     @property
     def principal(self) -> Principal:

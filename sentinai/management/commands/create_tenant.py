@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from sentinai.domain import PackError
 from sentinai.services import tenant_create_or_update
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
-        except LookupError as exc:
+        except (LookupError, PackError) as exc:
             raise CommandError(str(exc)) from exc
         verb = "created" if created else "exists"
         self.stdout.write(f"tenant {tenant.id} {verb} (domain pack {tenant.domain_pack})")

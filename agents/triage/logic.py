@@ -1,0 +1,115 @@
+"""Triage: infer a missing type, set severity, priority and the SLA deadline.
+
+The classifier is an interface (`Classifier`); SENTINAI["CLASSIFIER"] names the one to use. The rules
+classifier, which applies the domain pack's classification and severity rules, is the default.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+
+from sentinai import domain
+from sentinai.agent import Agent, Decision, Emit
+from sentinai.conditions import exception_view
+from sentinai.events import PolicyEvaluationRequested, TriageCompleted
+
+UNCLASSIFIED = "UNCLASSIFIED"
+
+
+@dataclass(frozen=True)
+class Classification:
+    exception_type: str
+    severity: str
+    priority: int
+    normalized: dict
+    rules_matched: list[str] = field(default_factory=list)
+
+
+class Classifier(Protocol):
+    name: str
+
+    def classify(self, pack: domain.Pack, exception_id: str, state: dict) -> Classification: ...
+
+
+class RulesClassifier:
+    """The pack's rules: classification (first match) when no type was given, then severity rules of
+    the type (first match), priority by severity. A severity set by hand (manual exceptions) stands."""
+
+    name = "rules"
+
+    def classify(self, pack, exception_id, state):
+        view = exception_view(exception_id, state)
+        rules: list[str] = []
+        exception_type = state.get("exception_type")
+        normalized = state.get("normalized") or {}
+        if not exception_type:
+            exception_type, rules = domain.infer_type(pack, view)
+            if exception_type:
+                normalized = domain.normalize(pack, exception_type, state.get("payload") or {})
+                view["normalized"] = normalized
+        exception_type = exception_type or UNCLASSIFIED
+        if state.get("severity"):
+            severity, matched = state["severity"], ["given"]
+        else:
+            severity, matched = domain.severity_for(pack, exception_type, view)
+        return Classification(exception_type, severity, pack.priority.get(severity, 4), normalized, rules + matched)
+
+
+@cache
+def classifier() -> Classifier:
+    path = settings.SENTINAI.get("CLASSIFIER", "agents.triage.logic:RulesClassifier")
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+class TriageAgent(Agent):
+    name = "triage"
+    exception_fields = ("status", "exception_type", "severity", "normalized", "payload", "created_at", "closed_at")
+
+    def load(self, batch, states):
+        batch.data["pack"] = domain.tenant_pack(batch.tenant)
+
+    def decide(self, batch, state, event):
+        if state.get("closed_at") is not None or state["status"] not in ("normalized", "received"):
+            return Decision()
+        pack: domain.Pack = batch.data["pack"]
+        result = classifier().classify(pack, event.exception_id, state)
+        windows = {**pack.sla_seconds, **((batch.tenant.overrides or {}).get("sla_seconds") or {})}
+        window = timedelta(seconds=int(windows.get(result.severity, pack.sla_seconds["low"])))
+        created = state.get("created_at") or batch.now
+        due = created + window
+        imminent = created + window * settings.SENTINAI["SLA_IMMINENT_FRACTION"]
+        return Decision(
+            exception={
+                "status": "triaged",
+                "exception_type": result.exception_type,
+                "severity": result.severity,
+                "priority": result.priority,
+                "normalized": result.normalized,
+                "sla_due_at": due,
+                "sla_imminent_at": imminent,
+                "triaged_at": batch.now,
+            },
+            emit=[
+                Emit.of(
+                    TriageCompleted(
+                        exception_type=result.exception_type,
+                        severity=result.severity,
+                        priority=result.priority,
+                        sla_due_at=due.isoformat(),
+                        classifier=classifier().name,
+                        rules_matched=result.rules_matched,
+                    )
+                ),
+                Emit.of(PolicyEvaluationRequested(exception_type=result.exception_type, severity=result.severity)),
+            ],
+        )
+
+
+AGENT = TriageAgent()

@@ -1,0 +1,61 @@
+"""The production topology in miniature for end-to-end tests: a worker on every agent queue and the
+scheduler's queue, and celery beat, as subprocesses on the test database and vhost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import routing
+from tests.support.workers import ROOT, WorkerProcess, service_env
+
+FAST_SCHEDULE = {
+    "SENTINAI_SCHEDULER_TICK_SECONDS": "0.5",
+    "SENTINAI_SLA_SCAN_SECONDS": "1",
+    "SENTINAI_OUTBOX_GRACE_SECONDS": "2",
+    "SENTINAI_RETRY_POLICIES": '{"tool": {"base_seconds": 0.3, "factor": 2, "cap_seconds": 5, "max_attempts": 10}}',
+}
+
+
+class Platform:
+    def __init__(self, log_dir: Path, env: dict | None = None):
+        self.env = {**FAST_SCHEDULE, **(env or {})}
+        self.worker = WorkerProcess(
+            [*routing.AGENTS, routing.SCHEDULER_QUEUE],
+            name="all",
+            pool="threads",
+            concurrency=4,
+            log_dir=log_dir,
+            env=self.env,
+        )
+        self.log_dir = log_dir
+        self.beat: subprocess.Popen | None = None
+
+    def start(self) -> Platform:
+        self.worker.start()
+        log = (self.log_dir / "beat.log").open("w")
+        self.beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(self.log_dir / "beat-schedule"), "--max-interval", "1"],
+            cwd=ROOT, env=service_env(**self.env), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        time.sleep(1)
+        if self.beat.poll() is not None:
+            raise RuntimeError((self.log_dir / "beat.log").read_text())
+        return self
+
+    def stop(self) -> None:
+        if self.beat is not None and self.beat.poll() is None:
+            self.beat.terminate()
+            self.beat.wait(timeout=20)
+        self.worker.stop()
+
+    def logs(self) -> str:
+        return self.worker.log() + (self.log_dir / "beat.log").read_text()
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,281 @@
+"""Tenant isolation over HTTP, endpoint by endpoint: tenant A's key never reaches, changes or learns of
+tenant B's data; an operator key (of A) reads every tenant."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from sentinai.models import DeadLetter
+from sentinai.tenancy import all_tenants_scope
+from tests.support.api import (
+    TOOL,
+    Api,
+    Party,
+    assert_problem,
+    await_approval,
+    counts,
+    events_of,
+    forget_caches,
+    ingest,
+    make_dead_letter,
+    make_playbook,
+    make_tool,
+    operator_of,
+    tenant_with_key,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+A, B = "alpha", "bravo-corp"
+
+
+@dataclass
+class World:
+    a: Party
+    b: Party
+    operator: Party
+    ids: dict[str, str]  # a_exc, b_exc, a_exec, b_exec, a_pb, b_pb, a_dl, b_dl, a_event, b_event
+    b_secrets: tuple[str, ...]
+
+    def fill(self, template):
+        """Substitute {A}, {B}, {b_exc}, ... in a path or (nested) body."""
+        values = {"A": A, "B": B, **self.ids}
+        if isinstance(template, str):
+            return template.format(**values)
+        if isinstance(template, dict):
+            return {k: self.fill(v) for k, v in template.items()}
+        if isinstance(template, list):
+            return [self.fill(v) for v in template]
+        return template
+
+
+def _populate(party: Party, marker: str) -> dict[str, str]:
+    make_tool(party.tenant_id)
+    exception_id = ingest(
+        party,
+        source_ref=f"{marker}-REF",
+        exception_type=f"{marker.lower()}_type",
+        payload={"marker": f"{marker}-payload"},
+    )
+    (event,) = events_of(exception_id)
+    execution = party.api.post("/api/tools/execute", {"exception_id": exception_id, "tool": TOOL})
+    assert execution.status_code == 202, execution.content
+    playbook = make_playbook(party.tenant_id, name=f"{marker.lower()}-playbook")
+    await_approval(party.tenant_id, exception_id, playbook, position=2)
+    letter = make_dead_letter(party.tenant_id, event_id=str(event.event_id), exception_id=exception_id)
+    return {
+        "exc": exception_id,
+        "event": str(event.event_id),
+        "exec": execution.json()["execution_id"],
+        "pb": str(playbook.id),
+        "dl": str(letter.pk),
+    }
+
+
+@pytest.fixture
+def world() -> World:
+    forget_caches()
+    a = tenant_with_key(A)
+    b = tenant_with_key(B)
+    operator = operator_of(A)
+    ids = {f"a_{k}": v for k, v in _populate(a, "ALPHA").items()}
+    ids |= {f"b_{k}": v for k, v in _populate(b, "BRAVO").items()}
+    secrets = (
+        B, "BRAVO-REF", "bravo_type", "BRAVO-payload", "bravo-playbook", b.key.split(".")[0],
+        ids["b_exc"], ids["b_event"], ids["b_exec"], ids["b_pb"],
+    )  # fmt: skip
+    yield World(a, b, operator, ids, secrets)
+    forget_caches()
+
+
+def _call(api: Api, method: str, path: str, body=None):
+    return api.get(path) if method == "GET" else api.post(path, body)
+
+
+def _assert_nothing_of_b(world: World, response) -> None:
+    text = response.content.decode()
+    for secret in world.b_secrets:
+        assert secret not in text, (secret, text)
+
+
+def _state_of_b(world: World) -> tuple:
+    with all_tenants_scope():
+        letter = DeadLetter.objects.values_list("status", "replay_count").get(pk=world.ids["b_dl"])
+    return counts(B), [e.event_id for e in events_of(world.ids["b_exc"])], letter
+
+
+INGEST = {"source_system": "erp", "source_ref": "X-1", "payload": {"a": 1}}
+
+# Every endpoint with a tenant in its path, addressed at B's path (B's exception where it takes one).
+TENANT_PATH_ENDPOINTS = {
+    "ingest": ("POST", "/api/exceptions/{B}", INGEST),
+    "list": ("GET", "/api/exceptions/{B}", None),
+    "batch": ("POST", "/api/exceptions/{B}/batch", {"items": [INGEST]}),
+    "manual": ("POST", "/api/exceptions/{B}/manual", {"exception_type": "fraud_alert"}),
+    "detail": ("GET", "/api/exceptions/{B}/{b_exc}", None),
+    "playbook-view": ("GET", "/api/exceptions/{B}/{b_exc}/playbook", None),
+    "recalculate": ("POST", "/api/exceptions/{B}/{b_exc}/playbook/recalculate", {}),
+    "approve": ("POST", "/api/exceptions/{B}/{b_exc}/approve", {"decision": "approve"}),
+    "feedback": ("POST", "/api/exceptions/{B}/{b_exc}/feedback", {"rating": 1}),
+}
+
+# Every endpoint that reaches an object by id, aimed at one of B's objects (under A's own path).
+BY_ID_ENDPOINTS = {
+    "detail": ("GET", "/api/exceptions/{A}/{b_exc}", None),
+    "playbook-view": ("GET", "/api/exceptions/{A}/{b_exc}/playbook", None),
+    "recalculate": ("POST", "/api/exceptions/{A}/{b_exc}/playbook/recalculate", {}),
+    "approve": ("POST", "/api/exceptions/{A}/{b_exc}/approve", {"decision": "approve"}),
+    "feedback": ("POST", "/api/exceptions/{A}/{b_exc}/feedback", {"rating": 1}),
+    "tool-execute": ("POST", "/api/tools/execute", {"exception_id": "{b_exc}", "tool": TOOL}),
+    "tool-execution": ("GET", "/api/tools/executions/{b_exec}", None),
+    "playbook": ("GET", "/api/playbooks/{b_pb}", None),
+}
+
+ALL_ENDPOINTS = {
+    **{f"tenant-path:{k}": v for k, v in TENANT_PATH_ENDPOINTS.items()},
+    **{f"by-id:{k}": v for k, v in BY_ID_ENDPOINTS.items()},
+    "tool-executions": ("GET", "/api/tools/executions", None),
+    "dead-letters": ("GET", "/api/dead-letters", None),
+    "dead-letter-replay": ("POST", "/api/dead-letters/{b_dl}/replay", None),
+}
+
+
+@pytest.mark.parametrize("name", ALL_ENDPOINTS)
+def test_every_endpoint_needs_a_key(world, name):
+    method, path, body = ALL_ENDPOINTS[name]
+    before = _state_of_b(world), counts(A)
+    response = _call(Api(None), method, world.fill(path), world.fill(body))
+    assert_problem(response, 401, "unauthenticated")
+    assert response["WWW-Authenticate"] == 'Bearer realm="sentinai"'
+    _assert_nothing_of_b(world, response)
+    assert (_state_of_b(world), counts(A)) == before
+
+
+@pytest.mark.parametrize("name", TENANT_PATH_ENDPOINTS)
+def test_a_key_on_another_tenants_path_is_403_and_reveals_nothing(world, name):
+    method, path, body = TENANT_PATH_ENDPOINTS[name]
+    before = _state_of_b(world), counts(A)
+    response = _call(world.a.api, method, world.fill(path), world.fill(body))
+    problem = assert_problem(response, 403, "forbidden")
+    _assert_nothing_of_b(world, response)
+    assert (_state_of_b(world), counts(A)) == before
+    # The answer is the same whether or not the other tenant (or its exception) exists.
+    ghost = world.fill(path).replace(B, "ghost-corp").replace(world.ids["b_exc"], str(uuid.uuid4()))
+    assert _call(world.a.api, method, ghost, world.fill(body)).json() == problem
+
+
+@pytest.mark.parametrize("name", TENANT_PATH_ENDPOINTS)
+def test_b_is_refused_on_as_path_too(world, name):
+    method, path, body = TENANT_PATH_ENDPOINTS[name]
+    path = path.replace("{B}", "{A}").replace("{b_exc}", "{a_exc}")
+    before = counts(A)
+    assert_problem(_call(world.b.api, method, world.fill(path), world.fill(body)), 403, "forbidden")
+    assert counts(A) == before
+
+
+@pytest.mark.parametrize("name", BY_ID_ENDPOINTS)
+def test_bs_objects_reached_by_id_are_404_exactly_like_objects_that_do_not_exist(world, name):
+    method, path, body = BY_ID_ENDPOINTS[name]
+    before = _state_of_b(world), counts(A)
+    response = _call(world.a.api, method, world.fill(path), world.fill(body))
+    problem = assert_problem(response, 404, "not-found")
+    _assert_nothing_of_b(world, response)
+    assert (_state_of_b(world), counts(A)) == before
+    # Indistinguishable from an id that exists nowhere.
+    missing = {key: str(uuid.uuid4()) for key in ("b_exc", "b_exec", "b_pb")}
+    nowhere = World(world.a, world.b, world.operator, {**world.ids, **missing}, world.b_secrets)
+    answer = _call(world.a.api, method, nowhere.fill(path), nowhere.fill(body))
+    assert (answer.status_code, answer.json()) == (404, problem)
+
+
+@pytest.mark.parametrize("target", ["b_dl", "a_dl"])
+def test_dead_letter_replay_with_a_tenant_key_is_403_for_any_dead_letter(world, target):
+    before = _state_of_b(world), counts(A)
+    response = world.a.api.post(f"/api/dead-letters/{world.ids[target]}/replay")
+    assert_problem(response, 403, "forbidden")
+    _assert_nothing_of_b(world, response)
+    assert (_state_of_b(world), counts(A)) == before
+
+
+LISTS = {
+    "exceptions": ("/api/exceptions/{A}", {}, "exception_id", ["a_exc"]),
+    "exceptions-by-bs-type": ("/api/exceptions/{A}", {"exception_type": "bravo_type"}, "exception_id", []),
+    "exceptions-by-bs-status": ("/api/exceptions/{A}", {"status": "received"}, "exception_id", ["a_exc"]),
+    "tool-executions": ("/api/tools/executions", {}, "execution_id", ["a_exec"]),
+    "tool-executions-of-bs-exception": ("/api/tools/executions", {"exception_id": "{b_exc}"}, "execution_id", []),
+    "tool-executions-by-tool": ("/api/tools/executions", {"tool": TOOL}, "execution_id", ["a_exec"]),
+    "dead-letters": ("/api/dead-letters", {}, "id", ["a_dl"]),
+    "dead-letters-open": ("/api/dead-letters", {"status": "open"}, "id", ["a_dl"]),
+}
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_lists_for_a_never_include_bs_rows(world, name):
+    path, params, key, expected = LISTS[name]
+    response = world.a.api.get(world.fill(path), world.fill(params))
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [str(r[key]) for r in body["results"]] == [world.ids[e] for e in expected]
+    assert body["next"] is None
+    assert all(r.get("tenant_id") == A for r in body["results"])
+    _assert_nothing_of_b(world, response)
+
+
+def test_a_full_walk_of_as_pages_never_meets_b(world):
+    for i in range(4):
+        ingest(world.a, source_ref=f"MORE-{i}")
+        ingest(world.b, source_ref=f"MORE-{i}")
+    seen, url = [], f"/api/exceptions/{A}?limit=2"
+    while url:
+        response = world.a.api.get(url)
+        assert response.status_code == 200
+        _assert_nothing_of_b(world, response)
+        seen += [r["exception_id"] for r in response.json()["results"]]
+        url = response.json()["next"]
+        url = url and url.removeprefix("http://testserver")
+    assert len(seen) == len(set(seen)) == 5
+
+
+# --- the operator key (of tenant A) ---------------------------------------------------------
+
+
+def test_the_operator_reads_bs_exception_and_lists_bs_rows(world):
+    api = world.operator.api
+    detail = api.get(f"/api/exceptions/{B}/{world.ids['b_exc']}")
+    assert detail.status_code == 200
+    assert (detail.json()["tenant_id"], detail.json()["source_ref"]) == (B, "BRAVO-REF")
+    assert detail.json()["events"][0]["event_id"] == world.ids["b_event"]
+
+    listing = api.get(f"/api/exceptions/{B}")
+    assert [r["exception_id"] for r in listing.json()["results"]] == [world.ids["b_exc"]]
+
+    view = api.get(f"/api/exceptions/{B}/{world.ids['b_exc']}/playbook")
+    assert view.status_code == 200 and view.json()["status"] == "awaiting_approval"
+
+    assert api.get(f"/api/playbooks/{world.ids['b_pb']}").json()["name"] == "bravo-playbook"
+    execution = api.get(f"/api/tools/executions/{world.ids['b_exec']}")
+    assert execution.status_code == 200 and execution.json()["tenant_id"] == B
+
+    executions = api.get("/api/tools/executions").json()["results"]
+    assert {r["execution_id"] for r in executions} == {world.ids["a_exec"], world.ids["b_exec"]}
+    letters = api.get("/api/dead-letters").json()["results"]
+    assert {str(r["id"]) for r in letters} == {world.ids["a_dl"], world.ids["b_dl"]}
+
+
+def test_the_operator_sees_bs_exception_only_under_bs_path(world):
+    response = world.operator.api.get(f"/api/exceptions/{A}/{world.ids['b_exc']}")
+    assert_problem(response, 404, "not-found")
+    listing = world.operator.api.get(f"/api/exceptions/{A}").json()["results"]
+    assert [r["exception_id"] for r in listing] == [world.ids["a_exc"]]
+
+
+def test_the_operator_replays_bs_dead_letter(world):
+    response = world.operator.api.post(f"/api/dead-letters/{world.ids['b_dl']}/replay")
+    assert response.status_code == 202, response.content
+    assert json.loads(response.content)["status"] == "replayed"
+    with all_tenants_scope():
+        assert DeadLetter.objects.get(pk=world.ids["b_dl"]).status == "replayed"

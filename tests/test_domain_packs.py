@@ -1,0 +1,79 @@
+"""Domain packs: validation with clear errors, immutable versions, binding tenants."""
+
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from playbooks_app.models import Playbook, PlaybookStep
+from sentinai import domain
+from sentinai.services import tenant_create_or_update
+from sentinai.tenancy import tenant_scope
+from tools_app.models import Tool
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_packs_are_valid():
+    finance = domain.load_file(ROOT / "domain_packs" / "finance.yaml")
+    healthcare = domain.load_file(ROOT / "domain_packs" / "healthcare.yaml")
+    assert "SETTLEMENT_FAILURE" in finance.exception_types and "CLAIM_REJECTED" in healthcare.exception_types
+    assert finance.policies.approval_severities == ["critical"]
+
+
+def test_errors_name_the_file_the_path_and_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nversion: 1\nexception_types:\n  A: {required: {amount: money}}\n"
+        "playbooks:\n  - name: p\n    match: {field: x, eq: 1}\n    steps: [{name: s, action: tool, tool: missing}]\n"
+    )
+    with pytest.raises(domain.PackError) as error:
+        domain.load_file(bad)
+    message = str(error.value)
+    assert f"{bad}: exception_types.A.required.amount:" in message
+    assert "'string', 'number'" in message
+    bad.write_text(
+        "name: bad\nversion: 1\nexception_types: {A: {}}\nplaybooks:\n  - {name: p, match: {field: x, eq: 1}, steps: [{name: s, action: tool, tool: missing}]}\n"
+    )
+    with pytest.raises(domain.PackError, match="uses unknown tool 'missing'"):
+        domain.load_file(bad)
+    bad.write_text("name: [unclosed")
+    with pytest.raises(domain.PackError, match=f"{bad}: not valid YAML"):
+        domain.load_file(bad)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_versions_are_immutable_and_binding_materialises_the_tenant_rows(tmp_path):
+    tenant, _ = tenant_create_or_update(tenant_id="acme", domain_pack="finance")
+    with tenant_scope("acme"):
+        assert Playbook.objects.filter(is_active=True).count() == 3
+        assert set(Tool.objects.filter(is_active=True).values_list("name", flat=True)) >= {
+            "lookup_counterparty",
+            "retry_settlement",
+        }
+        assert PlaybookStep.objects.filter(playbook__name="settlement_retry").count() == 5
+    changed = (ROOT / "domain_packs" / "finance.yaml").read_text().replace("settlements-desk", "another-desk")
+    edited = tmp_path / "finance.yaml"
+    edited.write_text(changed)
+    with pytest.raises(CommandError, match="already loaded with different content"):
+        call_command("load_domain_pack", str(edited))
+    edited.write_text(changed.replace("version: 1", "version: 2", 1))
+    call_command("load_domain_pack", str(edited))
+    with tenant_scope("acme"):
+        versions = dict(Playbook.objects.filter(name="settlement_retry").values_list("version", "is_active"))
+        assert versions == {1: False, 2: True}
+        v2 = PlaybookStep.objects.get(playbook__name="settlement_retry", playbook__version=2, name="tell_desk")
+        v1 = PlaybookStep.objects.get(playbook__name="settlement_retry", playbook__version=1, name="tell_desk")
+        assert v2.params["channel"] == "another-desk" and v1.params["channel"] == "settlements-desk"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_tenant_uses_a_shipped_pack_by_name_and_refuses_an_unknown_one():
+    call_command("create_tenant", "clinic", "--domain-pack", "healthcare")
+    with tenant_scope("clinic"):
+        assert set(Playbook.objects.values_list("name", flat=True)) == {"claim_resubmission", "claim_information"}
+    with pytest.raises(CommandError, match="no domain pack 'astrology'"):
+        call_command("create_tenant", "stars", "--domain-pack", "astrology")
+    from sentinai.models import Tenant
+
+    assert not Tenant.objects.filter(pk="stars").exists()
