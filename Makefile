@@ -54,12 +54,16 @@ format: $(VENV)/.dev
 test: $(VENV)/.dev services lint
 	$(BIN)/pytest
 
+VAR_DIR ?= $(or $(SENTINAI_VAR_DIR),var)
+STACK_ENV = DATABASE_URL=$(PG_APP_URL) DATABASE_OWNER_URL=$(PG_OWNER_URL) CELERY_BROKER_URL=$(AMQP_URL) \
+	REDIS_URL=$(REDIS_LOCAL) SENTINAI_VAR_DIR=$(VAR_DIR) PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus \
+	DJANGO_SETTINGS_MODULE=config.settings.local
+
 stack: $(VENV)/.runtime services
-	WITH_MANAGEMENT=1 ./scripts/services.sh
-	DATABASE_URL=$(PG_APP_URL) DATABASE_OWNER_URL=$(PG_OWNER_URL) $(BIN)/python manage.py migrate --noinput -v 0
-	DATABASE_URL=$(PG_APP_URL) $(BIN)/python manage.py seed_demo
-	DATABASE_URL=$(PG_APP_URL) CELERY_BROKER_URL=$(AMQP_URL) REDIS_URL=$(REDIS_LOCAL) \
-	  DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/honcho start -f Procfile
+	@mkdir -p $(VAR_DIR) && rm -rf $(VAR_DIR)/prometheus
+	$(STACK_ENV) $(BIN)/python manage.py migrate --noinput -v 0
+	$(STACK_ENV) $(BIN)/python manage.py seed_demo
+	$(STACK_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile
 
 bench: bench-pipeline
 

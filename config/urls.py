@@ -45,6 +45,11 @@ urlpatterns = [
         name="exception-detail",
     ),
     path(
+        "api/exceptions/<tenant:tenant_id>/<uuid:exception_id>/trace",
+        exceptions_api.ExceptionTraceView.as_view(),
+        name="exception-trace",
+    ),
+    path(
         "api/exceptions/<tenant:tenant_id>/<uuid:exception_id>/playbook",
         playbooks_api.ExceptionPlaybookView.as_view(),
         name="exception-playbook",

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from exceptions_app.models import ExceptionRecord, Feedback
-from sentinai.models import ExceptionEvent
+from exceptions_app.selectors import exception_trace
 
 
 @admin.register(ExceptionRecord)
@@ -16,15 +16,26 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="event chain")
+    @admin.display(description="event chain (trace)")
     def event_chain(self, obj):
         from django.utils.html import format_html_join
 
-        events = ExceptionEvent.objects.filter(exception_id=obj.id).order_by("sequence")
+        trace = exception_trace(exception_id=str(obj.id))
         return format_html_join(
             "\n",
-            "<div>#{} {} <small>by {} at {} (caused by {})</small></div>",
-            ((e.sequence, e.event_type, e.producer, e.recorded_at, e.causation_id or "-") for e in events),
+            "<div>#{} <b>{}</b> <small>by {} at {}; {} ms after #{} {}</small></div>",
+            (
+                (
+                    s["sequence"],
+                    s["event_type"],
+                    s["producer"],
+                    s["recorded_at"],
+                    s["after_cause_ms"] if s["after_cause_ms"] is not None else "-",
+                    s["caused_by"]["sequence"] if s["caused_by"] else "-",
+                    s["caused_by"]["event_type"] if s["caused_by"] else "",
+                )
+                for s in trace["spans"]
+            ),
         )
 
 

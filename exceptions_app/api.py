@@ -25,8 +25,9 @@ from exceptions_app.serializers import (
     IngestSerializer,
     ManualSerializer,
     RecalculateSerializer,
+    TraceSerializer,
 )
-from sentinai import admission, pii
+from sentinai import admission, metrics, pii
 from sentinai.api import pagination
 from sentinai.api.problems import Problem, problem_response
 from sentinai.api.query import parse_query
@@ -57,7 +58,8 @@ def _idempotency_key(request) -> str | None:
     return key
 
 
-def _refused(refusal: admission.Refusal) -> Response:
+def _refused(tenant, refusal: admission.Refusal) -> Response:
+    metrics.REFUSED.labels(metrics.tenant_label(tenant.id), refusal.limit).inc()
     return problem_response(
         429,
         "rate-limited",
@@ -136,7 +138,7 @@ class ExceptionCollectionView(ApiView):
         )
         refusal = admission.admit(tenant, 1)
         if refusal:
-            return _refused(refusal)
+            return _refused(tenant, refusal)
         (result,) = _ingest(tenant, [item])
         url = status_url(request, tenant.id, result.exception_id)
         body = {
@@ -201,7 +203,7 @@ class ExceptionBatchView(ApiView):
         if valid:
             refusal = admission.admit(tenant, len(valid))
             if refusal:
-                return _refused(refusal)
+                return _refused(tenant, refusal)
             for (index, _), outcome in zip(valid, _ingest(tenant, [item for _, item in valid]), strict=True):
                 results[index].update(
                     {
@@ -250,7 +252,7 @@ class ManualExceptionView(ApiView):
         )
         refusal = admission.admit(tenant, 1)
         if refusal:
-            return _refused(refusal)
+            return _refused(tenant, refusal)
         (result,) = _ingest(tenant, [item])
         url = status_url(request, tenant.id, result.exception_id)
         body = {
@@ -277,6 +279,22 @@ class ExceptionDetailView(ApiView):
                 raise Problem(404, "not-found", "No such exception.")
             record["events"] = selectors.exception_events(exception_id=str(exception_id))
         return Response(record)
+
+
+class ExceptionTraceView(ApiView):
+    @extend_schema(
+        operation_id="exceptions_trace",
+        summary="The exception's trace: its event chain with causation links and per-agent timings",
+        parameters=[TENANT_ID, EXCEPTION_ID],
+        responses={200: TraceSerializer, **problems(403, 404)},
+    )
+    def get(self, request, tenant_id: str, exception_id):
+        tenant = self.tenant(tenant_id)
+        with self.scope(tenant.id):
+            if selectors.exception_get(tenant_id=tenant.id, exception_id=str(exception_id)) is None:
+                raise Problem(404, "not-found", "No such exception.")
+            trace = selectors.exception_trace(exception_id=str(exception_id))
+        return Response(trace)
 
 
 class _ExceptionCommand(ApiView):

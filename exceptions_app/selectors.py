@@ -77,3 +77,41 @@ def exception_events(*, exception_id: str, types: tuple[str, ...] = ()) -> list[
 def parse_position(position: dict[str, Any]) -> dict[str, Any]:
     """Validate a decoded cursor position (signed, but checked anyway)."""
     return {"c": datetime.fromisoformat(position["c"]), "i": str(position["i"])}
+
+
+def exception_trace(*, exception_id: str) -> dict[str, Any]:
+    """The exception's event chain as a trace: each event with the event that caused it and how long
+    after its cause it was recorded (queueing + the producing agent's work), and per agent totals."""
+    events = list(
+        ExceptionEvent.objects.filter(exception_id=exception_id)
+        .order_by("sequence")
+        .values("event_id", "event_type", "sequence", "causation_id", "producer", "recorded_at")
+    )
+    by_id = {e["event_id"]: e for e in events}
+    agents: dict[str, dict[str, Any]] = {}
+    spans = []
+    for event in events:
+        cause = by_id.get(event["causation_id"]) if event["causation_id"] else None
+        after_ms = round((event["recorded_at"] - cause["recorded_at"]).total_seconds() * 1000, 3) if cause else None
+        spans.append(
+            {
+                **event,
+                "caused_by": {
+                    "event_id": cause["event_id"],
+                    "event_type": cause["event_type"],
+                    "sequence": cause["sequence"],
+                }
+                if cause
+                else None,
+                "after_cause_ms": after_ms,
+            }
+        )
+        if after_ms is not None:
+            totals = agents.setdefault(event["producer"], {"events": 0, "total_ms": 0.0, "max_ms": 0.0})
+            totals["events"] += 1
+            totals["total_ms"] = round(totals["total_ms"] + after_ms, 3)
+            totals["max_ms"] = max(totals["max_ms"], after_ms)
+    duration = (
+        round((events[-1]["recorded_at"] - events[0]["recorded_at"]).total_seconds() * 1000, 3) if events else 0.0
+    )
+    return {"exception_id": exception_id, "duration_ms": duration, "agents": agents, "spans": spans}

@@ -171,6 +171,36 @@ class ExceptionDetailSerializer(ExceptionSerializer):
     events = EventSerializer(many=True)
 
 
+class CauseSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    event_type = serializers.CharField()
+    sequence = serializers.IntegerField()
+
+
+class SpanSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    event_type = serializers.CharField()
+    sequence = serializers.IntegerField()
+    causation_id = serializers.UUIDField(allow_null=True)
+    producer = serializers.CharField()
+    recorded_at = serializers.DateTimeField()
+    caused_by = CauseSerializer(allow_null=True)
+    after_cause_ms = serializers.FloatField(allow_null=True, help_text="Recorded this long after its cause.")
+
+
+class AgentTimingSerializer(serializers.Serializer):
+    events = serializers.IntegerField()
+    total_ms = serializers.FloatField()
+    max_ms = serializers.FloatField()
+
+
+class TraceSerializer(serializers.Serializer):
+    exception_id = serializers.UUIDField()
+    duration_ms = serializers.FloatField()
+    agents = serializers.DictField(child=AgentTimingSerializer())
+    spans = SpanSerializer(many=True)
+
+
 class ExceptionPageSerializer(serializers.Serializer):
     results = ExceptionSerializer(many=True)
     next = serializers.URLField(allow_null=True)

@@ -4,12 +4,13 @@ event store and delivery records are read-only here."""
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from sentinai import deadletters
+from sentinai import deadletters, stuck
 from sentinai.models import (
     DeadLetter,
     DomainPack,
     EventAttempt,
     ExceptionEvent,
+    ExceptionStream,
     Outbox,
     ParkedEvent,
     ProcessedEvent,
@@ -48,6 +49,14 @@ class DomainPackAdmin(ReadOnlyAdmin):
     list_filter = ("name",)
 
 
+@admin.register(ExceptionStream)
+class ExceptionStreamAdmin(ReadOnlyAdmin):
+    list_display = ("exception_id", "tenant_id", "last_sequence")
+    list_filter = ("tenant_id",)
+    search_fields = ("=exception__id",)
+    show_full_result_count = False
+
+
 @admin.register(ExceptionEvent)
 class ExceptionEventAdmin(ReadOnlyAdmin):
     list_display = ("event_type", "tenant_id", "exception_id", "sequence", "producer", "causation_id", "recorded_at")
@@ -57,11 +66,33 @@ class ExceptionEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class StuckFilter(admin.SimpleListFilter):
+    """Rows waiting longer than the stuck-work threshold (5 minutes)."""
+
+    title = "stuck"
+    parameter_name = "stuck"
+    field = "created_at"
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"waiting over {stuck.DEFAULT_THRESHOLD_SECONDS // 60} minutes")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(**{f"{self.field}__lt": stuck._before(stuck.DEFAULT_THRESHOLD_SECONDS)})
+        return queryset
+
+
 @admin.register(Outbox)
 class OutboxAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant_id", "queue", "created_at", "published_at", "publish_count", "last_error")
-    list_filter = ("tenant_id", "queue", ("published_at", admin.EmptyFieldListFilter))
+    list_filter = (StuckFilter, "tenant_id", "queue", ("published_at", admin.EmptyFieldListFilter))
     show_full_result_count = False
+    actions = ("redrive",)
+
+    @admin.action(description="Re-drive: publish these batches again now")
+    def redrive(self, request, queryset):
+        count = stuck.redrive_outbox_all_tenants(list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"Published {count} batch(es) again.", messages.SUCCESS)
 
 
 @admin.register(ProcessedEvent)
@@ -79,11 +110,21 @@ class EventAttemptAdmin(ReadOnlyAdmin):
     search_fields = ("=event_id", "=exception_id", "error")
 
 
+class ParkedStuckFilter(StuckFilter):
+    field = "parked_at"
+
+
 @admin.register(ParkedEvent)
 class ParkedEventAdmin(ReadOnlyAdmin):
     list_display = ("consumer", "event_id", "tenant_id", "exception_id", "waiting_for", "parked_at")
-    list_filter = ("tenant_id", "consumer")
+    list_filter = (ParkedStuckFilter, "tenant_id", "consumer")
     search_fields = ("=event_id", "=exception_id", "=waiting_for")
+    actions = ("reoffer",)
+
+    @admin.action(description="Re-offer to their agent (parks again if still blocked)")
+    def reoffer(self, request, queryset):
+        count = stuck.reoffer_parked_all_tenants(list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"Re-offered {count} event(s).", messages.SUCCESS)
 
 
 @admin.register(DeadLetter)

@@ -23,7 +23,7 @@ in one database transaction, scoped to the tenant:
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -42,6 +42,7 @@ from sentinai.events import (
     RetryScheduled,
     derived_event_id,
 )
+from sentinai.logs import log_context
 from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, delivery_key
 from sentinai.retry import policy_for
 from sentinai.tenancy import tenant_scope
@@ -104,6 +105,10 @@ class Report:
     emitted: int = 0
     fallback: bool = False
     applied_ids: list[str] = field(default_factory=list)
+    applied_types: Counter = field(default_factory=Counter)
+    # (terminal status, seconds since the exception was accepted) for exceptions this batch closed
+    closed: list[tuple[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -252,7 +257,8 @@ def _decide(agent: Agent, batch: Batch, streams: dict[str, store.Stream], fresh:
             outcomes.append(_Outcome(event, error=_describe(exc), permanent=True))
             continue
         except Exception as exc:  # any failure of one event is isolated to that event
-            logger.warning("%s failed on %s %s: %s", agent.name, event.event_type, event.event_id, _describe(exc))
+            with log_context(exception_id=event.exception_id, event_id=event.event_id, event_type=event.event_type):
+                logger.warning("decision failed: %s", _describe(exc))
             outcomes.append(_Outcome(event, error=_describe(exc)))
             continue
         outcomes.append(_Outcome(event, decision=decision))
@@ -337,9 +343,15 @@ def _write(
     updates: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     closed = 0
     for cause, decision, salt in applied:
+        report.applied_types[cause.event_type] += 1
         if decision.exception:
             streams[cause.exception_id].changes.update(decision.exception)
-            closed += "closed_at" in decision.exception
+            if "closed_at" in decision.exception:
+                closed += 1
+                created = streams[cause.exception_id].fields.get("created_at")
+                if created is not None:
+                    seconds = (decision.exception["closed_at"] - created).total_seconds()
+                    report.closed.append((decision.exception.get("status", "closed"), seconds))
         for record in decision.records:
             if isinstance(record, Update):
                 pk_name = record.model._meta.pk.name
@@ -447,6 +459,13 @@ def _fail(
                 "state": EventAttempt.State.DEAD_LETTERED if final else EventAttempt.State.SCHEDULED,
             }
         )
+        with log_context(
+            exception_id=event.exception_id, event_id=event.event_id, event_type=event.event_type, attempt=attempt
+        ):
+            if final:
+                logger.error("dead-lettering after attempt %d: %s", attempt, outcome.error)
+            else:
+                logger.warning("retrying at %s after attempt %d: %s", next_at.isoformat(), attempt, outcome.error)
         if not final:
             report.retried += 1
             new_events.append(

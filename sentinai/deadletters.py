@@ -69,6 +69,9 @@ def record_broker_dead_letter(
                 "status": DeadLetter.Status.OPEN,
             },
         )
+    from sentinai import metrics
+
+    metrics.DEAD_LETTERS.labels((batch or {}).get("agent") or queue or "unknown", "broker").inc()
     return letter
 
 

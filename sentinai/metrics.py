@@ -1,10 +1,141 @@
-"""Prometheus metrics (GET /metrics)."""
+"""Prometheus metrics (GET /metrics), aggregated across every process of a host.
+
+API processes (gunicorn) and Celery workers write their samples to PROMETHEUS_MULTIPROC_DIR
+(prometheus-client multiprocess mode); /metrics merges them, and adds gauges read live at scrape time:
+the outbox backlog and its age, and the depth of every agent queue.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+
+from django.conf import settings
 from django.http import HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+
+EVENTS = Counter("sentinai_events_processed_total", "Events applied by agents.", ["agent", "event_type", "tenant"])
+DUPLICATES = Counter(
+    "sentinai_events_duplicate_total", "Events delivered again and skipped (already applied).", ["agent"]
+)
+PARKED = Counter("sentinai_events_parked_total", "Events parked until their predecessor is applied.", ["agent"])
+FAILURES = Counter("sentinai_event_failures_total", "Failed decisions (each retried or dead-lettered).", ["agent"])
+RETRIES = Counter("sentinai_retries_total", "Retries scheduled.", ["agent"])
+DEAD_LETTERS = Counter("sentinai_dead_letters_total", "Dead letters recorded.", ["agent", "source"])
+BATCH_SECONDS = Histogram(
+    "sentinai_batch_seconds", "Time to process one batch (one transaction).", ["agent"], buckets=LATENCY_BUCKETS
+)
+EVENT_SECONDS = Histogram(
+    "sentinai_event_processing_seconds",
+    "Processing time per event (batch time over its events).",
+    ["agent"],
+    buckets=LATENCY_BUCKETS,
+)
+END_TO_END_SECONDS = Histogram(
+    "sentinai_end_to_end_seconds",
+    "From accepted to terminal (resolved, escalated, invalid).",
+    ["outcome"],
+    buckets=E2E_BUCKETS,
+)
+SLA_EVENTS = Counter("sentinai_sla_events_total", "SLA events announced.", ["kind", "severity"])
+REFUSED = Counter("sentinai_admission_refused_total", "Requests refused with 429.", ["tenant", "limit"])
+PUBLISHED = Counter("sentinai_outbox_published_total", "Outbox batches published.", ["path"])
+HTTP_SECONDS = Histogram(
+    "sentinai_http_request_seconds", "API request latency.", ["method", "route", "status"], buckets=LATENCY_BUCKETS
+)
+
+
+def tenant_label(tenant_id: str) -> str:
+    """Tenant label values, unless SENTINAI_METRICS_TENANT_LABELS is off (many tenants: cardinality)."""
+    return tenant_id if settings.SENTINAI.get("METRICS_TENANT_LABELS", True) else "-"
+
+
+class LiveCollector:
+    """Gauges read at scrape time."""
+
+    def collect(self):
+        backlog = GaugeMetricFamily(
+            "sentinai_outbox_backlog", "Outbox batches not yet consumed.", labels=["queue", "state"]
+        )
+        age = GaugeMetricFamily(
+            "sentinai_outbox_oldest_age_seconds", "Age of the oldest unconsumed outbox batch.", labels=["queue"]
+        )
+        depth = GaugeMetricFamily("sentinai_queue_depth", "Messages ready in each broker queue.", labels=["queue"])
+        try:
+            from django.db import connection
+
+            from sentinai.tenancy import all_tenants_scope
+
+            with all_tenants_scope(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT queue, published_at IS NULL, count(*), "
+                    "extract(epoch FROM (CURRENT_TIMESTAMP - min(created_at))) FROM outbox GROUP BY 1, 2"
+                    if connection.vendor == "postgresql"
+                    else "SELECT queue, published_at IS NULL, count(*), 0 FROM outbox GROUP BY 1, 2"
+                )
+                oldest: dict[str, float] = {}
+                for queue, unpublished, count, seconds in cursor.fetchall():
+                    backlog.add_metric([queue, "unpublished" if unpublished else "published"], count)
+                    oldest[queue] = max(oldest.get(queue, 0.0), float(seconds or 0))
+                for queue, seconds in oldest.items():
+                    age.add_metric([queue], seconds)
+        except Exception as exc:  # a scrape reports what it can
+            logger.warning("outbox gauges unavailable: %s", exc)
+        try:
+            from config import routing
+            from config.celery import app as celery_app
+
+            with celery_app.connection_for_write() as conn:
+                channel = conn.default_channel
+                for queue in routing.work_queues():
+                    depth.add_metric([queue.name], channel.queue_declare(queue=queue.name, passive=True).message_count)
+        except Exception as exc:
+            logger.warning("queue depths unavailable: %s", exc)
+        yield from (backlog, age, depth)
+
+
+def process_registry() -> CollectorRegistry:
+    """The samples of every process on this host (multiprocess mode), or of this process."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return merged
 
 
 def metrics_view(request):
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    live = CollectorRegistry()
+    live.register(LiveCollector())
+    return HttpResponse(generate_latest(process_registry()) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Fold a finished process's live gauges away (multiprocess mode); counters stay."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+class RequestMetricsMiddleware:
+    """Latency of every API request, by route pattern (not path: ids would explode the labels)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match else "unmatched"
+        HTTP_SECONDS.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - started)
+        return response

@@ -24,7 +24,7 @@ from kombu import pools as kombu_pools
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.celery import app as celery_app
-from sentinai import store
+from sentinai import metrics, store
 from sentinai.events import Envelope
 from sentinai.models import Outbox
 from sentinai.tenancy import all_tenants_scope, tenant_scope
@@ -133,6 +133,7 @@ def publish_after_commit(rows: Sequence[store.OutboxRow], envelopes: dict[str, E
         _paused_until = time.monotonic() + FAST_PATH_PAUSE_SECONDS
         logger.warning("fast-path publish failed, the relay will publish %d outbox rows: %s", len(rows), exc)
         return
+    metrics.PUBLISHED.labels("fast").inc(len(sent))
     try:
         with tenant_scope(tenant_id):
             _mark_published(sent)
@@ -193,6 +194,7 @@ def relay_all_tenants(limit: int = 500) -> int:
             return 0
         _mark_published(sent)
         if sent:
+            metrics.PUBLISHED.labels("relay").inc(len(sent))
             logger.info("relay published %d outbox rows", len(sent))
         return len(sent)
 

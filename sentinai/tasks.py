@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from config.celery import app
-from sentinai import coalesce, consumer, scheduler
+from sentinai import coalesce, consumer, metrics, scheduler
+from sentinai.logs import log_context
 from sentinai.registry import get_agent
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class AgentTask(Task):
 def run_agent(task: Task, agent_name: str, body) -> dict:
     """Hand a message - and, when it is small, the messages waiting behind it - to the consumer
     framework. Fetched messages are acknowledged only after their batches committed."""
+    with log_context(agent=agent_name):
+        return _run_agent(task, agent_name, body)
+
+
+def _run_agent(task: Task, agent_name: str, body) -> dict:
     agent = get_agent(agent_name)
     try:
         incoming = consumer.decode(agent_name, body)
@@ -61,7 +67,8 @@ def run_agent(task: Task, agent_name: str, body) -> dict:
     try:
         for tenant_id, batch in batches.items():
             try:
-                report = _handle_with_database_patience(agent, batch)
+                with log_context(tenant_id=tenant_id):
+                    report = _handle_with_database_patience(agent, batch)
             except consumer.PoisonMessage as exc:  # e.g. an unknown tenant: every message of it is poison
                 for item in fetched.pop(tenant_id, []):
                     _dead_letter_fetched(task, agent_name, item, exc)
@@ -70,6 +77,7 @@ def run_agent(task: Task, agent_name: str, body) -> dict:
                 continue
             for name in ("received", "applied", "duplicates", "parked", "retried", "dead_lettered", "emitted"):
                 totals[name] += getattr(report, name)
+            _observe(agent_name, tenant_id, report)
     except BaseException:
         for items in fetched.values():
             for item in items:
@@ -86,6 +94,27 @@ def run_agent(task: Task, agent_name: str, body) -> dict:
     return dict(totals)
 
 
+def _observe(agent_name: str, tenant_id: str, report: consumer.Report) -> None:
+    tenant = metrics.tenant_label(tenant_id)
+    for event_type, count in report.applied_types.items():
+        metrics.EVENTS.labels(agent_name, event_type, tenant).inc(count)
+    metrics.BATCH_SECONDS.labels(agent_name).observe(report.seconds)
+    if report.received:
+        metrics.EVENT_SECONDS.labels(agent_name).observe(report.seconds / report.received)
+    for counter, value in (
+        (metrics.DUPLICATES, report.duplicates),
+        (metrics.PARKED, report.parked),
+        (metrics.FAILURES, report.retried + report.dead_lettered),
+        (metrics.RETRIES, report.retried),
+    ):
+        if value:
+            counter.labels(agent_name).inc(value)
+    if report.dead_lettered:
+        metrics.DEAD_LETTERS.labels(agent_name, "handler").inc(report.dead_lettered)
+    for outcome, seconds in report.closed:
+        metrics.END_TO_END_SECONDS.labels(outcome).observe(seconds)
+
+
 def _handle_with_database_patience(agent, batch: consumer.IncomingBatch) -> consumer.Report:
     """Run the batch; while the database is unreachable (or the batch deadlocked three times) keep it
     and retry with backoff, then hand it back to the queue."""
@@ -94,7 +123,10 @@ def _handle_with_database_patience(agent, batch: consumer.IncomingBatch) -> cons
     delay = 0.5
     while True:
         try:
-            return consumer.handle_incoming(agent, batch)
+            begun = time.perf_counter()
+            report = consumer.handle_incoming(agent, batch)
+            report.seconds = time.perf_counter() - begun
+            return report
         except (OperationalError, InterfaceError) as exc:
             for conn in connections.all(initialized_only=True):
                 conn.close()

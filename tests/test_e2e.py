@@ -3,6 +3,7 @@ agents and the shipped `finance` domain pack."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -28,7 +29,9 @@ def webhook():
 
 @pytest.fixture(scope="module")
 def platform(django_db_setup, tmp_path_factory):
-    with Platform(tmp_path_factory.mktemp("platform")) as running:
+    log_dir = tmp_path_factory.mktemp("platform")
+    with Platform(log_dir, env={"LOG_FILE": str(log_dir / "sentinai.jsonl")}) as running:
+        running.json_log = log_dir / "sentinai.jsonl"
         yield running
 
 
@@ -331,3 +334,87 @@ def test_editing_a_pack_never_changes_a_run_in_flight(live_server, webhook, plat
     tenant.wait(fresh, {"awaiting_approval"})
     new_run = tenant.playbook(fresh)
     assert new_run["playbook"]["version"] == 2 and "retry" not in [s["name"] for s in new_run["steps"]]
+
+
+# --- observability (issue: metrics, structured logs, traces) ------------------------------------
+
+
+def test_the_trace_links_every_event_to_its_cause_with_per_agent_timings(tenant):
+    exception_id = tenant.report(settlement(40_000))
+    tenant.wait(exception_id, TERMINAL)
+    events = wait_until(lambda: (e := tenant.get(exception_id)["events"]) and "FeedbackCaptured" in types(e) and e, 30)
+    trace = tenant.http.get(f"/api/exceptions/{tenant.id}/{exception_id}/trace").json()
+    assert [s["event_id"] for s in trace["spans"]] == [e["event_id"] for e in events]
+    by_id = {s["event_id"]: s for s in trace["spans"]}
+    for span in trace["spans"][1:]:
+        assert span["caused_by"]["event_id"] == span["causation_id"]
+        assert by_id[span["causation_id"]]["sequence"] < span["sequence"]
+        assert span["after_cause_ms"] >= 0
+    assert set(trace["agents"]) >= {"intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"}
+    assert all(t["events"] >= 1 and t["max_ms"] <= trace["duration_ms"] for t in trace["agents"].values())
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name, _, labels = name_labels.partition("{")
+        pairs = frozenset(tuple(p.split("=", 1)) for p in labels.rstrip("}").split(",") if p) if labels else frozenset()
+        samples[(name, frozenset((k, v.strip('"')) for k, v in pairs))] = float(value)
+    return samples
+
+
+def total(samples, name: str, **labels) -> float:
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+def test_metrics_show_counters_and_histograms_for_every_agent(tenant, live_server):
+    exception_id = tenant.report(settlement(30_000))
+    tenant.wait(exception_id, TERMINAL)
+    time.sleep(1)  # the feedback agent closes the chain
+    samples = parse_metrics(httpx.get(f"{live_server.url}/metrics").text)
+    for agent in ("intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"):
+        assert total(samples, "sentinai_events_processed_total", agent=agent) > 0, agent
+        assert total(samples, "sentinai_batch_seconds_count", agent=agent) > 0, agent
+        assert total(samples, "sentinai_event_processing_seconds_sum", agent=agent) > 0, agent
+    assert total(samples, "sentinai_end_to_end_seconds_count", outcome="resolved") > 0
+    assert total(samples, "sentinai_outbox_published_total") > 0
+    assert total(samples, "sentinai_http_request_seconds_count") > 0
+    for queue in ("intake", "triage", "policy", "playbook", "tool", "resolution", "feedback", "sla", "scheduler"):
+        assert ("sentinai_queue_depth", frozenset({("queue", queue)})) in samples
+    assert (
+        any(name == "sentinai_outbox_backlog" for name, _ in samples)
+        or total(samples, "sentinai_outbox_published_total") > 0
+    )
+
+
+def test_metrics_count_failures_retries_dead_letters_and_sla_events(live_server, platform):
+    samples = parse_metrics(httpx.get(f"{live_server.url}/metrics").text)
+    # Earlier tests of this module ran a tool that always fails and a short SLA.
+    assert total(samples, "sentinai_retries_total", agent="tool") >= 2
+    assert total(samples, "sentinai_dead_letters_total", agent="tool", source="handler") >= 1
+    assert total(samples, "sentinai_sla_events_total", kind="expired", severity="critical") >= 1
+
+
+def test_worker_logs_are_json_with_the_correlation_id_and_no_raw_pii(tenant, platform):
+    raw = ["jane.trader@example.com", "+1-202-555-0147", "5500 0055 5555 5559"]
+    exception_id = tenant.report(settlement(10_000, contact=raw[0], phone=raw[1], card=raw[2]))
+    tenant.wait(exception_id, TERMINAL)
+    time.sleep(1)
+    lines = platform.json_log.read_text().splitlines()
+    assert lines
+    records = [json.loads(line) for line in lines]  # every line parses
+    for record in records:
+        assert {"level", "logger", "message", "timestamp"} <= set(record)
+    scoped = [r for r in records if r["logger"] in ("sentinai.tools", "sentinai.consumer")]
+    assert scoped, "per-exception work was logged"
+    for record in scoped:
+        assert record.get("exception_id") and record.get("tenant_id") and record.get("agent"), record
+    notes = [r for r in records if r["logger"] == "sentinai.tools" and r.get("exception_id") == exception_id]
+    assert notes and all(r.get("event_id") and r.get("attempt") for r in notes)
+    text = "\n".join(lines)
+    for value in raw + ["7946 0958", "trader.jane@example.com", "4111 1111 1111 1111"]:
+        assert value not in text

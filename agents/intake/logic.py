@@ -9,7 +9,7 @@ from sentinai.events import ExceptionNormalized, ExceptionValidationFailed, Tria
 
 class IntakeAgent(Agent):
     name = "intake"
-    exception_fields = ("status", "payload", "exception_type")
+    exception_fields = ("status", "payload", "exception_type", "created_at")
 
     def load(self, batch, states):
         batch.data["pack"] = domain.tenant_pack(batch.tenant)

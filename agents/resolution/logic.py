@@ -8,7 +8,7 @@ from sentinai.events import ExceptionEscalated, ExceptionResolved
 
 class ResolutionAgent(Agent):
     name = "resolution"
-    exception_fields = ("status", "closed_at")
+    exception_fields = ("status", "closed_at", "created_at")
 
     def decide(self, batch, state, event):
         if state.get("closed_at") is not None:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.sla.logic import due_events
 from exceptions_app.models import ExceptionRecord
-from sentinai import ids, store
+from sentinai import ids, metrics, store
 from sentinai.events import EVENT_NAMESPACE
 from sentinai.tenancy import all_tenants_scope, tenant_scope
 
@@ -59,6 +59,9 @@ def scan_all_tenants(limit: int = 5000) -> dict:
             store.write_events(tenant_id, envelopes)
             store.write_streams(streams.values())
             announced += len(envelopes)
+        for envelope in envelopes:
+            kind = "imminent" if envelope.event_type == "SLAImminent" else "expired"
+            metrics.SLA_EVENTS.labels(kind, envelope.payload.get("severity") or "unknown").inc()
     return {"announced": announced}
 
 

@@ -10,6 +10,7 @@ tool's last attempt the event is dead-lettered and the execution with it.
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from sentinai import bulk, ids
 from sentinai.agent import Agent, Decision, Emit, PermanentError, Update
 from sentinai.conditions import exception_view
 from sentinai.events import ToolExecutionCompleted
+from sentinai.logs import log_context
 from sentinai.tenancy import tenant_scope
 from tools_app import runners
 from tools_app.builtins import ToolContext
@@ -86,6 +88,12 @@ class ToolAgent(Agent):
 
         def attempt(execution_id: str):
             event = wanted[execution_id]
+            with log_context(
+                exception_id=event.exception_id, event_id=event.event_id, attempt=running[execution_id][0]
+            ):
+                return _attempt(execution_id, event)
+
+        def _attempt(execution_id: str, event):
             attempts, tool_id, request = running[execution_id]
             tool = tools.get(tool_id)
             if tool is None:
@@ -106,7 +114,9 @@ class ToolAgent(Agent):
 
         effects: dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, max(1, len(running)))) as pool:
-            for execution_id, result in zip(running, pool.map(attempt, list(running)), strict=True):
+            calls = [(execution_id, contextvars.copy_context()) for execution_id in running]
+            results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)
+            for execution_id, result in zip(running, results, strict=True):
                 effects[wanted[execution_id].event_id] = result
         for execution_id, status in finished.items():
             effects[wanted[execution_id].event_id] = AlreadyFinished(status)

@@ -5,6 +5,7 @@ broker and the local-memory cache, so a fresh machine needs nothing but Python. 
 CELERY_BROKER_URL and REDIS_URL switches to PostgreSQL, RabbitMQ and Redis with the same code.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -50,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "sentinai.tenancy.AdminScopeMiddleware",
+    "sentinai.logs.RequestContextMiddleware",
+    "sentinai.metrics.RequestMetricsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -155,6 +158,8 @@ SENTINAI = {
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
+    # Label event counters with the tenant (turn off with many tenants: label cardinality).
+    "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=True),
     # How long a worker keeps a batch while the database is unreachable before handing it back.
     "DB_OUTAGE_BUDGET_SECONDS": env.float("SENTINAI_DB_OUTAGE_BUDGET_SECONDS", default=120.0),
 }
@@ -210,6 +215,12 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Every API and worker process of a host writes its samples here; GET /metrics merges them.
+# Empty it when the whole host's platform (re)starts (make stack, make run do).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+
 # --- Misc ----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -218,15 +229,31 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# --- Logs and metrics ----------------------------------------------------------------------
+# JSON lines (sentinai/logs.py) on stderr, or LOG_FORMAT=plain for humans; LOG_FILE adds a file.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOG_FILE = env.str("LOG_FILE", default="")
+_log_handlers = {
+    "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+}
+if LOG_FILE:
+    _log_handlers["file"] = {
+        "class": "logging.handlers.WatchedFileHandler",
+        "filename": LOG_FILE,
+        "formatter": "json",
+        "filters": ["context"],
+    }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "sentinai.logs.ContextFilter"}},
     "formatters": {
+        "json": {"()": "sentinai.logs.Formatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},

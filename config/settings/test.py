@@ -4,11 +4,14 @@ Any variable already set in the environment wins, so CI can point the suite else
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://sentinai_app@127.0.0.1:5432/sentinai")
 os.environ.setdefault("DATABASE_OWNER_URL", "postgres://sentinai@127.0.0.1:5432/sentinai")
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/sentinai_test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# One metrics directory per test session, shared by the workers it starts.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sentinai-metrics-"))
 
 from .base import *  # noqa: F403
 from .base import DATABASES

@@ -1,0 +1,103 @@
+"""`make stack`: the production topology on the local services - gunicorn, a Celery worker per agent
+queue, the scheduler's worker, beat, the dead-letter consumer and Flower - and Flower lists one worker
+consuming each agent queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from config import routing
+from tests.test_embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DB, VHOST = "sentinai_stack_test", "sentinai_stack_test"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with psycopg.connect("postgres://sentinai@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB}")
+    vhosts = subprocess.run(
+        ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if VHOST not in vhosts:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", VHOST], check=True)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"], check=True)
+    port, flower_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "PROMETHEUS"))
+    }
+    env.update(
+        {
+            "PORT": str(port),
+            "FLOWER_PORT": str(flower_port),
+            "PG_APP_URL": f"postgres://sentinai_app@127.0.0.1:5432/{DB}",
+            "PG_OWNER_URL": f"postgres://sentinai@127.0.0.1:5432/{DB}",
+            "AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
+            "REDIS_LOCAL": "redis://127.0.0.1:6379/11",
+            "SENTINAI_VAR_DIR": str(tmp_path / "var"),
+        }
+    )
+    log = tmp_path / "stack.log"
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "stack"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield port, flower_port, proc, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queue(stack):
+    port, flower_port, proc, log = stack
+    deadline = time.monotonic() + 240
+    health = workers = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            if health is None:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+                health = response.json() if response.status_code == 200 else None
+            response = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": "1"}, timeout=20)
+            if response.status_code == 200:
+                workers = response.json()
+                consumed = [q["name"] for w in workers.values() for q in (w.get("active_queues") or [])]
+                if health and all(consumed.count(q) == 1 for q in (*routing.AGENTS, routing.SCHEDULER_QUEUE)):
+                    break
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    assert (
+        health is not None and health["database"]["engine"] == "postgresql" and health["broker"]["transport"] == "amqp"
+    ), log.read_text()[-4000:]
+    assert workers, log.read_text()[-4000:]
+    by_queue = {}
+    for name, info in workers.items():
+        for queue in info.get("active_queues") or []:
+            by_queue.setdefault(queue["name"], []).append(name)
+    for queue in (*routing.AGENTS, routing.SCHEDULER_QUEUE):
+        assert len(by_queue.get(queue, [])) == 1, (queue, by_queue)
+        (worker,) = by_queue[queue]
+        assert worker.startswith(f"{queue}@"), worker
+    assert routing.DEAD_LETTER_QUEUE not in by_queue, "no Celery worker consumes the DLQ"
+    text = log.read_text()
+    for process in ("web", "beat", "dlq", "flower"):
+        assert f"{process}." in text or f"{process} " in text, process
