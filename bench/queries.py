@@ -557,7 +557,8 @@ SELECT id, tenant_id, source_system, ref, NULL, exception_type, severity, priori
          ELSE '[]'::jsonb END,
     CASE WHEN status <> 'received' THEN 1 END,
     occurred_at, sla_due_at, sla_imminent_at,
-    closed_at IS NULL AND sla_imminent_at < now(), closed_at IS NULL AND sla_due_at < now(),
+    coalesce(closed_at IS NULL AND sla_imminent_at < now(), false),
+    coalesce(closed_at IS NULL AND sla_due_at < now(), false),
     triaged_at, closed_at, created_at, updated_at
 FROM qb_x ORDER BY created_at
 """
@@ -946,15 +947,14 @@ def quote_literal(text: str) -> str:
 
 def dataset_profile() -> dict:
     with owner_connect() as conn:
-        sizes = {
-            name: size
-            for name, size in conn.execute(
+        tables = ["exception", "exception_event", "exception_stream", "playbook_run", "playbook_run_step"]
+        sizes = dict(
+            conn.execute(
                 "SELECT relname, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class "
                 "WHERE relname = ANY(%s) ORDER BY relname",
-                [["exception", "exception_event", "exception_stream", "playbook_run", "playbook_run_step",
-                  "tool_execution"]],
-            )
-        }  # fmt: skip
+                [[*tables, "tool_execution"]],
+            ).fetchall()
+        )
         per_tenant = dict(
             conn.execute("SELECT tenant_id, count(*) FROM exception GROUP BY 1 ORDER BY 2 DESC").fetchall()
         )

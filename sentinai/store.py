@@ -137,24 +137,31 @@ def lock_streams(tenant_id: str, exception_ids: Iterable[str], fields: Sequence[
 
 
 def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) -> dict[str, Stream]:
-    meta = ExceptionRecord._meta
-    fields = [meta.get_field(name) for name in extra]
-    json_fields = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
-    columns = "".join(f', e."{f.column}"' for f in fields)
-    join = f' JOIN "{meta.db_table}" e ON e.id = s.exception_id' if fields else ""
-    sql = (
-        f"SELECT s.exception_id, s.last_sequence, s.consumer_heads{columns} FROM exception_stream s{join} "
-        f"WHERE s.tenant_id = %s AND s.exception_id {bulk.ANY_UUIDS} ORDER BY s.exception_id FOR UPDATE OF s"
-    )
+    """Lock, then read. The projection is read by a second statement on purpose: when the lock had to
+    wait for another transaction, PostgreSQL re-checks only the locked row, so projection columns
+    joined into the locking statement could be those of before that transaction committed."""
     streams = {}
     with bulk.server_cursor() as cursor:
-        cursor.execute(sql, [tenant_id, bulk.uuid_list(wanted)])
-        for exception_id, last_sequence, heads, *values in cursor:
-            state = {
-                name: (_json(value) if i in json_fields else value)
-                for i, (name, value) in enumerate(zip(extra, values, strict=True))
-            }
-            streams[exception_id] = Stream(exception_id, last_sequence, dict(_json(heads) or {}), state)
+        cursor.execute(
+            "SELECT exception_id, last_sequence, consumer_heads FROM exception_stream "
+            f"WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} ORDER BY exception_id FOR UPDATE",
+            [tenant_id, bulk.uuid_list(wanted)],
+        )
+        for exception_id, last_sequence, heads in cursor:
+            streams[exception_id] = Stream(exception_id, last_sequence, dict(_json(heads) or {}), {})
+        if extra and streams:
+            meta = ExceptionRecord._meta
+            fields = [meta.get_field(name) for name in extra]
+            json_fields = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
+            columns = ", ".join(f'"{f.column}"' for f in fields)
+            cursor.execute(
+                f'SELECT id, {columns} FROM "{meta.db_table}" WHERE id {bulk.ANY_UUIDS}', [bulk.uuid_list(streams)]
+            )
+            for exception_id, *values in cursor:
+                streams[exception_id].fields = {
+                    name: (_json(value) if i in json_fields else value)
+                    for i, (name, value) in enumerate(zip(extra, values, strict=True))
+                }
     return streams
 
 
