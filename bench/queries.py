@@ -8,14 +8,15 @@ and severity mixes and 300-600 byte payloads. Each exception has an event chain 
 --events-per-exception events (default 10 -> 10 M events): the pipeline's event types in their order
 (ExceptionIngested, ExceptionNormalized, triage, policy, playbook steps and tool executions, outcome,
 feedback) cut or padded to that length, with causation ids, ordering metadata (`prev`) and payloads
-like the agents write (status and severity come from their mixes, not from where a chain was cut). Every --long-chain-stride-th exception instead has a chain of
---long-chain-events events (default 100: tool retries, approvals, recalculations; ~2,000 of them). A
---run-share of the exceptions (default 20 %) has a playbook run of its pack playbook (up to 5 run
-steps) and its tool executions (~2). Rows are generated with set-based SQL as the schema owner (row-level
-security does not bind the owner), in chunks of consecutive creation time; each chunk's events are
-inserted in `recorded_at` order, so an exception's events lie on different pages as they would in
-the live store. Tenants, their playbooks and tools, and one API key per tenant (new keys each run) are
-made by the project's own services. VACUUM ANALYZE after loading.
+like the agents write (status and severity come from their mixes, not from where a chain was cut).
+Every --long-chain-stride-th exception instead has a chain of --long-chain-events events (default 100:
+tool retries, approvals, recalculations; ~2,000 of them). A --run-share of the exceptions (default
+20 %) has a playbook run of its pack playbook (up to 5 run steps) and its tool executions (~2). Rows
+are generated with set-based SQL as the schema owner (row-level security does not bind the owner), in
+chunks of consecutive creation time; each chunk's events are inserted in `recorded_at` order, so an
+exception's events lie on different pages as they would in the live store. Tenants, their playbooks
+and tools, and one API key per tenant (new keys each run) are made by the project's own services.
+VACUUM ANALYZE after loading.
 
 The measurement: gunicorn (--workers 2 --threads 4, as the Procfile) as the application role, and a
 closed-loop client in this process: --threads threads (default 4), each with its own keep-alive httpx
@@ -581,7 +582,8 @@ def _params_sql(x: str, s: str) -> str:
     """SQL: a step's rendered params (as the pack's templates render them)."""
     return f"""CASE
         WHEN {s}.step_action = 'notify' THEN jsonb_build_object(
-            'channel', CASE WHEN {x}.exception_type = 'PAYMENT_REJECTED' THEN 'payments-desk' ELSE 'settlements-desk' END,
+            'channel', CASE WHEN {x}.exception_type = 'PAYMENT_REJECTED' THEN 'payments-desk'
+                            ELSE 'settlements-desk' END,
             'message', CASE WHEN {x}.exception_type = 'PAYMENT_REJECTED'
                             THEN 'Payment ' || {x}.ref || ' rejected: ' || {x}.reject_code
                             ELSE 'Trade ' || {x}.ref || ' resubmitted' END)
@@ -595,7 +597,8 @@ def _response_sql(x: str, s: str) -> str:
         'status', 'accepted', 'reference', {x}.ref,
         'confirmation', 'CNF-' || upper(substr(md5({x}.id::text || {s}.step_pos), 1, 14)),
         'message', CASE {s}.step_tool
-            WHEN 'lookup_counterparty' THEN 'Standing settlement instructions found and current for ' || {x}.counterparty
+            WHEN 'lookup_counterparty'
+                THEN 'Standing settlement instructions found and current for ' || {x}.counterparty
             WHEN 'notify_desk' THEN 'Message delivered to the desk channel'
             WHEN 'rerun_feed' THEN 'Feed reload scheduled; vendor acknowledged the request'
             ELSE 'Instruction accepted by the settlement gateway; matching in progress' END,
@@ -1085,12 +1088,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict, port: int, log_dir: Path) -> subprocess.Popen:
+def start_server(env: dict, port: int, log_dir: Path, workers: int, threads: int) -> subprocess.Popen:
     server_env = {k: v for k, v in env.items() if k != "DATABASE_OWNER_URL"}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     cmd = [
         str(gunicorn) if gunicorn.exists() else "gunicorn", "config.wsgi:application",
-        "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
         "--keep-alive", "75", "--log-level", "warning",
     ]  # fmt: skip
     out = (log_dir / "gunicorn.log").open("w")
@@ -1312,14 +1315,14 @@ def measure(args, base_url: str, keys: dict[str, str], server: subprocess.Popen,
         measured = plan_requests(args, args.requests)
         client = Client(base_url, keys, threads)
         try:
-            for endpoint in ENDPOINTS:
+            for endpoint in args.endpoints:
                 client.run(warm[endpoint])
             connections[str(threads)] = connections_per_worker(server, port)
             log(
                 f"{threads} client thread(s), closed loop; connections per gunicorn worker: {connections[str(threads)]}"
             )
             results = {}
-            for endpoint in ENDPOINTS:
+            for endpoint in args.endpoints:
                 results[endpoint] = measure_endpoint(client, measured[endpoint], endpoint, statements, workers)
                 print_endpoint(endpoint, results[endpoint])
             levels[str(threads)] = results
@@ -1551,9 +1554,17 @@ def main() -> None:
         help="client threads (closed loop); a list (4,1) measures each level, the p99_ms lines report the first",
     )
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
+    parser.add_argument("--endpoints", type=lambda v: v.split(","), default=ENDPOINTS, help="a subset, comma-separated")
+    parser.add_argument("--server-workers", type=int, default=2, help="gunicorn workers (the Procfile: 2)")
+    parser.add_argument(
+        "--server-threads", type=int, default=4, help="gunicorn threads per worker (the Procfile: 4; 1 = sync worker)"
+    )
     parser.add_argument("--warmup", type=int, default=100, help="warm-up requests per endpoint")
     parser.add_argument("--walk-pages", type=int, default=20, help="pages followed by a `next` cursor walk")
     args = parser.parse_args()
+    unknown = sorted(set(args.endpoints) - set(ENDPOINTS))
+    if unknown:
+        parser.error(f"unknown endpoints {unknown}; choose from {ENDPOINTS}")
     if args.long_chain_events <= args.events_per_exception:
         parser.error("--long-chain-events must exceed --events-per-exception")
 
@@ -1575,8 +1586,8 @@ def main() -> None:
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    log(f"gunicorn on {base_url} (2 workers x 4 threads)")
-    server = start_server(env, port, results_dir)
+    log(f"gunicorn on {base_url} ({args.server_workers} workers x {args.server_threads} threads)")
+    server = start_server(env, port, results_dir, args.server_workers, args.server_threads)
     try:
         measured = measure(args, base_url, keys, server, port)
     finally:
@@ -1592,7 +1603,8 @@ def main() -> None:
         "config": vars(args),
         "dataset": {**dataset, **profile},
         "server": {
-            "gunicorn": "2 workers x 4 threads (gthread)",
+            "gunicorn": f"{args.server_workers} workers x {args.server_threads} threads "
+            + ("(gthread)" if args.server_threads > 1 else "(sync worker: no keep-alive)"),
             "connections_per_worker": measured["connections_per_worker"],
         },
         "machine": {"cpus": os.cpu_count(), "loadavg_after": os.getloadavg()},
@@ -1606,10 +1618,12 @@ def main() -> None:
     log(f"wrote {results_dir / 'result.json'}")
     for threads, level in measured["levels"].items():
         verdicts = ", ".join(
-            f"{name} {'PASS' if level[name]['pass'] else 'FAIL'} ({level[name]['p99_ms']} ms)" for name in TARGETS_MS
+            f"{name} {'PASS' if level[name]['pass'] else 'FAIL'} ({level[name]['p99_ms']} ms)"
+            for name in TARGETS_MS
+            if name in level
         )
         print(f"{threads} client thread(s): {verdicts}")
-    for endpoint in ENDPOINTS:
+    for endpoint in args.endpoints:
         print(f"p99_ms[{endpoint}]={result['endpoints'][endpoint].get('p99_ms')}")
 
 
