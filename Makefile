@@ -73,7 +73,7 @@ bench-pipeline: $(VENV)/.dev services
 
 bench-queries: $(VENV)/.dev services
 	./scripts/tune-postgres.sh
-	$(BIN)/python bench/queries.py
+	$(BIN)/python bench/queries.py --threads 4,1
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache

@@ -1458,16 +1458,15 @@ def explain_plans(args) -> dict:
         return lambda: selectors.exception_page(tenant_id=biggest, filters=filters, after=after, limit=50)
 
     def detail(tenant, exception_id):
-        def fn():
-            selectors.exception_get(tenant_id=tenant, exception_id=str(exception_id))
-            selectors.exception_events(exception_id=str(exception_id))
-
-        return fn
+        # The detail is one call of sentinai_exception_document on a raw psycopg cursor, which
+        # Django's execute_wrapper does not see, and EXPLAIN cannot look inside a plpgsql function:
+        # explain the statement the function runs (tests/test_database.py keeps the two identical).
+        return [(selectors._DETAIL_SQL, [tenant, str(exception_id)])]
 
     def playbook(tenant, exception_id):
         def fn():
             ExceptionRecord.objects.filter(tenant_id=tenant, id=exception_id).exists()
-            exception_playbook_view(exception_id=str(exception_id))
+            exception_playbook_view(tenant_id=tenant, exception_id=str(exception_id))
 
         return fn
 
@@ -1484,14 +1483,17 @@ def explain_plans(args) -> dict:
         ("detail: exception, long chain", long_one[0], detail(*long_one), None),
         ("playbook view", run[0], playbook(*run), None),
         ("tool executions by exception", execution[0],
-         lambda: tool_selectors.execution_page(filters={"exception_id": str(execution[2])}, after=None, limit=50),
+         lambda: tool_selectors.execution_page(tenant_id=execution[0], filters={"exception_id": str(execution[2])}, after=None, limit=50),
          None),
         ("tool execution", execution[0], lambda: tool_selectors.execution_get(execution_id=str(execution[1])), None),
     ]  # fmt: skip
     plans = {}
     for name, tenant, fn, index in cases:
-        with tenant_scope(tenant):
-            statements = capture(fn)
+        if isinstance(fn, list):
+            statements = fn
+        else:
+            with tenant_scope(tenant):
+                statements = capture(fn)
         explained = []
         with tenant_scope(tenant), connection.cursor() as cursor:
             for sql, params in statements:

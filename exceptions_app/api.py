@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import DatabaseError
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -273,12 +274,10 @@ class ExceptionDetailView(ApiView):
     )
     def get(self, request, tenant_id: str, exception_id):
         tenant = self.tenant(tenant_id)
-        with self.scope(tenant.id):
-            record = selectors.exception_get(tenant_id=tenant.id, exception_id=str(exception_id))
-            if record is None:
-                raise Problem(404, "not-found", "No such exception.")
-            record["events"] = selectors.exception_events(exception_id=str(exception_id))
-        return Response(record)
+        document = selectors.exception_detail_json(tenant_id=tenant.id, exception_id=str(exception_id))
+        if document is None:
+            raise Problem(404, "not-found", "No such exception.")
+        return HttpResponse(document, content_type="application/json")
 
 
 class ExceptionTraceView(ApiView):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent
 
@@ -115,3 +117,38 @@ def exception_trace(*, exception_id: str) -> dict[str, Any]:
         round((events[-1]["recorded_at"] - events[0]["recorded_at"]).total_seconds() * 1000, 3) if events else 0.0
     )
     return {"exception_id": exception_id, "duration_ms": duration, "agents": agents, "spans": spans}
+
+
+def _json_object(alias: str, fields: tuple[str, ...], renames: dict[str, str]) -> str:
+    return "json_build_object(" + ", ".join(f"'{renames.get(f, f)}', {alias}.\"{f}\"" for f in fields) + ")"
+
+
+_DETAIL_SQL = (
+    "SELECT ("
+    + _json_object("e", FIELDS, {"id": "exception_id"})[:-1]
+    + ", 'events', COALESCE((SELECT json_agg("
+    + _json_object("v", EVENT_FIELDS, {})
+    + " ORDER BY v.sequence) FROM exception_event v WHERE v.exception_id = e.id), '[]'::json))"
+    + ")::text FROM exception e WHERE e.tenant_id = %s AND e.id = %s"
+)
+
+
+def exception_detail_json(*, tenant_id: str, exception_id: str) -> bytes | None:
+    """The exception with its event chain, as a JSON document, or None. On PostgreSQL the database
+    builds the document (the hot path of the single-exception read: no ORM, no serialiser), in one
+    call of sentinai_exception_document (exceptions_app migration 0004), which also sets and restores
+    the tenant scope: no transaction of its own is needed."""
+    from django.db import connection
+
+    from sentinai import bulk
+
+    if connection.vendor == "postgresql":
+        with bulk.server_cursor() as cursor:
+            cursor.execute("SELECT sentinai_exception_document(%s, %s::uuid)", [tenant_id, exception_id])
+            document = cursor.fetchone()[0]
+        return document.encode() if document is not None else None
+    record = exception_get(tenant_id=tenant_id, exception_id=exception_id)
+    if record is None:
+        return None
+    record["events"] = exception_events(exception_id=exception_id)
+    return orjson.dumps(record)

@@ -92,5 +92,5 @@ class ExceptionPlaybookView(ApiView):
         with self.scope(tenant.id):
             if not ExceptionRecord.objects.filter(tenant_id=tenant.id, id=exception_id).exists():
                 raise Problem(404, "not-found", "No such exception.")
-            view = selectors.exception_playbook_view(exception_id=str(exception_id))
+            view = selectors.exception_playbook_view(tenant_id=tenant.id, exception_id=str(exception_id))
         return Response(view)

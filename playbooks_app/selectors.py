@@ -49,11 +49,11 @@ def playbook_get(*, playbook_id: str) -> dict[str, Any] | None:
     return playbook
 
 
-def exception_playbook_view(*, exception_id: str) -> dict[str, Any]:
+def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, Any]:
     """The exception's current (latest) playbook run: the playbook version it runs, its status, its step
     states, and the events of the exception that concern playbooks."""
     run = (
-        PlaybookRun.objects.filter(exception_id=exception_id)
+        PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id=exception_id)
         .order_by("-started_at")
         .values("id", "playbook_id", "status", "current_position", "started_at", "finished_at")
         .first()

@@ -95,3 +95,33 @@ def test_every_tenant_table_has_row_level_security():
         )
         protected = {row[0] for row in cursor.fetchall()}
     assert protected == tenant_tables
+
+
+def test_exception_document_function_runs_the_documented_statement():
+    # bench/queries.py explains selectors._DETAIL_SQL; the function must run exactly that statement.
+    from exceptions_app.selectors import _DETAIL_SQL
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = 'sentinai_exception_document'")
+        (body,) = cursor.fetchone()
+    statement = _DETAIL_SQL.replace("%s", "p_tenant", 1).replace("%s", "p_exception", 1)
+    assert statement + " INTO document;" in body
+
+
+def test_exception_document_function_is_scoped_and_restores_the_scope():
+    from exceptions_app.selectors import exception_detail_json
+
+    event = _one_event()
+    exception_id = str(event.exception_id)
+    make_tenant("globex")
+    assert exception_detail_json(tenant_id="globex", exception_id=exception_id) is None
+    assert exception_detail_json(tenant_id="*", exception_id=exception_id) is None
+    document = exception_detail_json(tenant_id="acme", exception_id=exception_id)
+    assert b'"TriageRequested"' in document
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('sentinai.tenant_id', 'globex', true)")
+        cursor.execute("SELECT sentinai_exception_document('acme', %s::uuid)", [exception_id])
+        assert cursor.fetchone()[0] is not None
+        cursor.execute("SELECT current_setting('sentinai.tenant_id')")
+        assert cursor.fetchone() == ("globex",)
+        assert ExceptionRecord.objects.count() == 0

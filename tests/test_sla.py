@@ -23,10 +23,18 @@ def test_two_scans_at_once_and_repeated_scans_announce_each_sla_event_once(purge
     due, imminent, closed, later = make_exceptions("acme", 4)
     now = timezone.now()
     with tenant_scope("acme"):
-        ExceptionRecord.objects.filter(id=due).update(severity="high", sla_due_at=now - timedelta(seconds=1), sla_imminent_at=now - timedelta(seconds=5))
-        ExceptionRecord.objects.filter(id=imminent).update(severity="low", sla_due_at=now + timedelta(hours=1), sla_imminent_at=now - timedelta(seconds=1))
-        ExceptionRecord.objects.filter(id=closed).update(sla_due_at=now - timedelta(seconds=1), sla_imminent_at=now - timedelta(seconds=5), closed_at=now)
-        ExceptionRecord.objects.filter(id=later).update(sla_due_at=now + timedelta(hours=2), sla_imminent_at=now + timedelta(hours=1))
+        ExceptionRecord.objects.filter(id=due).update(
+            severity="high", sla_due_at=now - timedelta(seconds=1), sla_imminent_at=now - timedelta(seconds=5)
+        )
+        ExceptionRecord.objects.filter(id=imminent).update(
+            severity="low", sla_due_at=now + timedelta(hours=1), sla_imminent_at=now - timedelta(seconds=1)
+        )
+        ExceptionRecord.objects.filter(id=closed).update(
+            sla_due_at=now - timedelta(seconds=1), sla_imminent_at=now - timedelta(seconds=5), closed_at=now
+        )
+        ExceptionRecord.objects.filter(id=later).update(
+            sla_due_at=now + timedelta(hours=2), sla_imminent_at=now + timedelta(hours=1)
+        )
 
     errors: list[BaseException] = []
 
@@ -46,7 +54,11 @@ def test_two_scans_at_once_and_repeated_scans_announce_each_sla_event_once(purge
     assert errors == []
     scan_all_tenants()
     with tenant_scope("acme"):
-        events = list(ExceptionEvent.objects.filter(event_type__in=("SLAImminent", "SLAExpired")).values_list("exception_id", "event_type"))
+        events = list(
+            ExceptionEvent.objects.filter(event_type__in=("SLAImminent", "SLAExpired")).values_list(
+                "exception_id", "event_type"
+            )
+        )
     assert sorted((str(x), t) for x, t in events) == sorted(
         [(due, "SLAImminent"), (due, "SLAExpired"), (imminent, "SLAImminent")]
     )

@@ -4,7 +4,9 @@ from tests.support.webhook import Webhook
 from tools_app import runners
 from tools_app.builtins import ToolContext
 
-CONTEXT = ToolContext(tenant_id="acme", exception_id="x-1", execution_id="6b1f6c4e-3f0a-4c39-9a4e-0d3c5e1d7a11", attempt=1)
+CONTEXT = ToolContext(
+    tenant_id="acme", exception_id="x-1", execution_id="6b1f6c4e-3f0a-4c39-9a4e-0d3c5e1d7a11", attempt=1
+)
 
 
 def run_http(url: str, allowed: list[str], **config):
@@ -39,7 +41,16 @@ def test_http_outcomes_and_the_idempotency_key():
 def test_builtins():
     assert runners.run(kind="builtin", config={"callable": "lookup_counterparty"}, params={"counterparty": "X"}, view={},
                        context=CONTEXT, allowed_hosts=[]).status == "succeeded"  # fmt: skip
-    missing = runners.run(kind="builtin", config={"callable": "lookup_counterparty"}, params={}, view={}, context=CONTEXT, allowed_hosts=[])
+    missing = runners.run(
+        kind="builtin",
+        config={"callable": "lookup_counterparty"},
+        params={},
+        view={},
+        context=CONTEXT,
+        allowed_hosts=[],
+    )
     assert missing.status == "failed"
-    unknown = runners.run(kind="builtin", config={"callable": "nope"}, params={}, view={}, context=CONTEXT, allowed_hosts=[])
+    unknown = runners.run(
+        kind="builtin", config={"callable": "nope"}, params={}, view={}, context=CONTEXT, allowed_hosts=[]
+    )
     assert unknown.status == "failed" and "no builtin" in unknown.error

@@ -133,7 +133,10 @@ class ToolExecutionListView(ApiView):
                 raise Problem(400, "invalid-cursor", "The cursor is not one this API issued.") from exc
         with self.scope():
             rows, position = selectors.execution_page(
-                filters=filters, after=after, limit=filters.get("limit", pagination.DEFAULT_LIMIT)
+                tenant_id=None if self.principal.is_operator else self.principal.tenant_id,
+                filters=filters,
+                after=after,
+                limit=filters.get("limit", pagination.DEFAULT_LIMIT),
             )
         return Response({"results": rows, "next": pagination.next_url(request, position)})
 

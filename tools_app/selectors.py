@@ -32,9 +32,10 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
     return shaped
 
 
-def execution_page(*, filters: dict[str, Any], after: dict[str, Any] | None, limit: int):
-    """Newest first by keyset (requested_at, id); the caller's tenant scope limits the rows."""
-    qs = ToolExecution.objects.all()
+def execution_page(*, tenant_id: str | None, filters: dict[str, Any], after: dict[str, Any] | None, limit: int):
+    """Newest first by keyset (requested_at, id). `tenant_id` None: every tenant the scope shows
+    (operators); a tenant's own listing names it, so its (tenant, ...) indexes serve the query."""
+    qs = ToolExecution.objects.all() if tenant_id is None else ToolExecution.objects.filter(tenant_id=tenant_id)
     if filters.get("exception_id"):
         qs = qs.filter(exception_id=filters["exception_id"])
     if filters.get("tool"):
