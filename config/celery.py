@@ -81,6 +81,11 @@ def _beat_schedule(settings) -> dict:
             "schedule": cfg["SLA_SCAN_SECONDS"],
             "options": {"expires": max(10.0, cfg["SLA_SCAN_SECONDS"] * 5)},
         },
+        "admission-reconcile": {
+            "task": "sentinai.scheduler.reconcile_admission",
+            "schedule": cfg["ADMISSION_RECONCILE_SECONDS"],
+            "options": {"expires": cfg["ADMISSION_RECONCILE_SECONDS"]},
+        },
     }
 
 

@@ -163,7 +163,11 @@ def release(tenant_id: str, count: int) -> None:
 
 
 def reconcile_all_tenants() -> dict[str, int]:
-    """Re-count open exceptions per tenant from the database (index-only) and store the counts."""
+    """Re-count open exceptions per tenant from the database and store the counts.
+
+    Runs on the scheduler every ADMISSION_RECONCILE_SECONDS. Reads the partial index of open
+    exceptions (exception_open). Exceptions admitted or closed between the count and the store are
+    off by one each until the next run (the cap briefly a little loose or tight), never longer."""
     from django.db.models import Count
 
     from exceptions_app.models import ExceptionRecord

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from config.celery import app
-from sentinai import coalesce, consumer, metrics, scheduler
+from sentinai import admission, coalesce, consumer, metrics, scheduler
 from sentinai.logs import log_context
 from sentinai.registry import get_agent
 
@@ -177,3 +177,9 @@ def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception, messa
 def tick() -> dict:
     """Relay the outbox, re-offer due retries and stale parked events (all tenants)."""
     return scheduler.tick_all_tenants()
+
+
+@app.task(base=AgentTask, name="sentinai.scheduler.reconcile_admission")
+def reconcile_admission() -> dict[str, int]:
+    """Re-count each tenant's open exceptions for admission control (corrects drift)."""
+    return admission.reconcile_all_tenants()

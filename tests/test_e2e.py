@@ -10,6 +10,8 @@ import uuid
 import httpx
 import pytest
 
+from sentinai import admission, tenants
+from sentinai.models import Tenant as TenantRecord
 from sentinai.services import api_key_create, tenant_create_or_update
 from sentinai.tenancy import tenant_scope
 from tests.support.factories import wait_until
@@ -418,3 +420,19 @@ def test_worker_logs_are_json_with_the_correlation_id_and_no_raw_pii(tenant, pla
     text = "\n".join(lines)
     for value in raw + ["7946 0958", "trader.jane@example.com", "4111 1111 1111 1111"]:
         assert value not in text
+
+
+def test_the_scheduler_recounts_in_flight_exceptions_so_a_drifted_count_stops_refusing(live_server, webhook, platform):
+    party = Tenant(live_server.url, webhook)
+    TenantRecord.objects.filter(id=party.id).update(max_in_flight=2)
+    tenants.forget(party.id)
+    # Drift: the count says the tenant is at its cap though it has nothing open (say, a worker died
+    # between committing a closing batch and releasing its count).
+    admission.backend().set_in_flight(party.id, 2)
+    body = {"source_system": "settlement-engine", "exception_type": "SETTLEMENT_FAILURE", "payload": settlement(10)}
+    refused = party.http.post(f"/api/exceptions/{party.id}", json=body)
+    assert refused.status_code == 429 and refused.json()["limit"] == "in_flight", refused.text
+    # The scheduler's re-count (every second in this platform) sets it back to the open exceptions: 0.
+    wait_until(lambda: admission.backend().in_flight(party.id) == 0, 15, interval=0.2, message="re-count")
+    assert party.http.post(f"/api/exceptions/{party.id}", json=body).status_code == 202
+    assert admission.backend().in_flight(party.id) == 1

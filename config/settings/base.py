@@ -143,6 +143,8 @@ SENTINAI = {
     # How often the scheduler relays the outbox and re-offers due retries and parked events.
     "SCHEDULER_TICK_SECONDS": env.float("SENTINAI_SCHEDULER_TICK_SECONDS", default=1.0),
     "SLA_SCAN_SECONDS": env.float("SENTINAI_SLA_SCAN_SECONDS", default=5.0),
+    # How often the in-flight counts of admission control are re-counted from the database.
+    "ADMISSION_RECONCILE_SECONDS": env.float("SENTINAI_ADMISSION_RECONCILE_SECONDS", default=60.0),
     "SLA_IMMINENT_FRACTION": env.float("SENTINAI_SLA_IMMINENT_FRACTION", default=0.8),
     # Parked events (waiting for a predecessor) are re-offered after this delay as a safety net.
     "PARKED_RECHECK_SECONDS": env.float("SENTINAI_PARKED_RECHECK_SECONDS", default=10.0),

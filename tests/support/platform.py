@@ -14,6 +14,7 @@ from tests.support.workers import ROOT, WorkerProcess, service_env
 FAST_SCHEDULE = {
     "SENTINAI_SCHEDULER_TICK_SECONDS": "0.5",
     "SENTINAI_SLA_SCAN_SECONDS": "1",
+    "SENTINAI_ADMISSION_RECONCILE_SECONDS": "1",
     "SENTINAI_OUTBOX_GRACE_SECONDS": "2",
     "SENTINAI_RETRY_POLICIES": '{"tool": {"base_seconds": 0.3, "factor": 2, "cap_seconds": 5, "max_attempts": 10}}',
 }
