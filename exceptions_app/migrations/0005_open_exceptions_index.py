@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exceptions_app', '0004_exception_document_function'),
-        ('sentinai', '0002_row_level_security'),
+        ("exceptions_app", "0004_exception_document_function"),
+        ("sentinai", "0002_row_level_security"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='exceptionrecord',
-            index=models.Index(condition=models.Q(('closed_at__isnull', True)), fields=['tenant'], name='exception_open'),
+            model_name="exceptionrecord",
+            index=models.Index(
+                condition=models.Q(("closed_at__isnull", True)), fields=["tenant"], name="exception_open"
+            ),
         ),
     ]

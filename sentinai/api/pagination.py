@@ -29,26 +29,6 @@ def decode(token: str) -> dict[str, Any]:
     return position
 
 
-def limit_from(request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError as exc:
-        raise Problem(
-            400, "validation-error", "limit must be an integer", errors={"limit": ["Must be an integer."]}
-        ) from exc
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Problem(
-            400,
-            "validation-error",
-            f"limit must be between 1 and {MAX_LIMIT}",
-            errors={"limit": [f"Must be 1..{MAX_LIMIT}."]},
-        )
-    return limit
-
-
 def next_url(request, position: dict[str, Any] | None) -> str | None:
     if position is None:
         return None
