@@ -1,0 +1,42 @@
+"""docker-compose.yml describes the same topology as `make stack` (this machine has no Docker engine to
+run it, so the file is checked against the routing table it must follow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from config import routing
+
+COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _queues(service: dict) -> list[str]:
+    command = service.get("command") or []
+    if command[:4] != ["celery", "-A", "config", "worker"]:
+        return []
+    return command[command.index("-Q") + 1].split(",")
+
+
+def test_one_worker_service_per_agent_queue_and_the_schedulers():
+    consumed = {name: _queues(service) for name, service in SERVICES.items()}
+    for queue in (*routing.AGENTS, routing.SCHEDULER_QUEUE):
+        owners = [name for name, queues in consumed.items() if queue in queues]
+        assert owners == [queue], (queue, owners)
+        assert consumed[queue] == [queue], "a worker service consumes its queue alone, so it scales alone"
+    assert not any(routing.DEAD_LETTER_QUEUE in queues for queues in consumed.values())
+
+
+def test_services_of_the_topology_and_their_configuration():
+    assert {"postgres", "rabbitmq", "redis", "migrate", "web", "beat", "dlq", "flower"} <= set(SERVICES)
+    assert "management" in SERVICES["rabbitmq"]["image"]
+    assert SERVICES["beat"]["command"][:4] == ["celery", "-A", "config", "beat"]
+    assert SERVICES["dlq"]["command"] == ["python", "manage.py", "consume_dead_letters"]
+    for name in ("web", "beat", "dlq", "flower", *routing.AGENTS):
+        environment = SERVICES[name]["environment"]
+        assert {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"} <= set(environment), name
+        assert "production" in SERVICES[name]["build"]["dockerfile_inline"], name
+    assert SERVICES["web"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert any(arg.startswith("--basic-auth=") for arg in SERVICES["flower"]["command"]), "Flower is not open"
