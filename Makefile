@@ -5,18 +5,21 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-# Services the production topology and the test suite use (scripts/services.sh starts them).
-PG_APP_URL   ?= postgres://sentinai_app@127.0.0.1:5432/sentinai
-PG_OWNER_URL ?= postgres://sentinai@127.0.0.1:5432/sentinai
-AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
-REDIS_LOCAL  ?= redis://127.0.0.1:6379/0
+# Services of `make stack`: the local ones scripts/services.sh installs and starts, unless these are
+# already set in the environment (then the stack uses yours, and services.sh leaves that service alone).
+DATABASE_URL            ?= postgres://sentinai_app@127.0.0.1:5432/sentinai
+DATABASE_OWNER_URL      ?= postgres://sentinai@127.0.0.1:5432/sentinai
+CELERY_BROKER_URL       ?= amqp://guest:guest@127.0.0.1:5672//
+REDIS_URL               ?= redis://127.0.0.1:6379/0
+KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
-.PHONY: run stack test lint format migrate services bench bench-pipeline bench-queries clean help
+.PHONY: run stack test lint format migrate services services-stop bench bench-pipeline bench-queries clean help
 
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
-	@echo "make test   - the test suite against real PostgreSQL, RabbitMQ and Redis"
+	@echo "make test   - the test suite against real PostgreSQL, RabbitMQ, Redis and Kafka (installed if missing)"
 	@echo "make stack  - production topology on local services: gunicorn, a worker per agent queue, beat, Flower"
+	@echo "make services | services-stop - install/start the local services, stop those it started"
 	@echo "make lint | format | migrate | bench | clean"
 
 $(BIN)/python:
@@ -40,6 +43,9 @@ run: $(VENV)/.runtime
 services:
 	./scripts/services.sh
 
+services-stop:
+	./scripts/services-stop.sh
+
 migrate: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 
@@ -55,11 +61,12 @@ test: $(VENV)/.dev services lint
 	$(BIN)/pytest
 
 VAR_DIR ?= $(or $(SENTINAI_VAR_DIR),var)
-STACK_ENV = DATABASE_URL=$(PG_APP_URL) DATABASE_OWNER_URL=$(PG_OWNER_URL) CELERY_BROKER_URL=$(AMQP_URL) \
-	REDIS_URL=$(REDIS_LOCAL) SENTINAI_VAR_DIR=$(VAR_DIR) PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus \
+STACK_ENV = DATABASE_URL=$(DATABASE_URL) DATABASE_OWNER_URL=$(DATABASE_OWNER_URL) \
+	CELERY_BROKER_URL=$(CELERY_BROKER_URL) REDIS_URL=$(REDIS_URL) KAFKA_BOOTSTRAP_SERVERS=$(KAFKA_BOOTSTRAP_SERVERS) SENTINAI_VAR_DIR=$(VAR_DIR) PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus \
 	DJANGO_SETTINGS_MODULE=config.settings.local
 
-stack: $(VENV)/.runtime services
+stack: $(VENV)/.runtime
+	$(STACK_ENV) ./scripts/services.sh
 	@mkdir -p $(VAR_DIR) && rm -rf $(VAR_DIR)/prometheus
 	$(STACK_ENV) $(BIN)/python manage.py migrate --noinput -v 0
 	$(STACK_ENV) $(BIN)/python manage.py seed_demo
@@ -76,5 +83,5 @@ bench-queries: $(VENV)/.dev services
 	$(BIN)/python bench/queries.py --threads 4,1
 
 clean:
-	rm -rf var/ .pytest_cache .ruff_cache
+	rm -rf var/ .pytest_cache .ruff_cache   # .cache/ (the Kafka jars) is kept; delete it by hand
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

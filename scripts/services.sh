@@ -1,55 +1,244 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL, RabbitMQ and Redis where they are down, and create what SentinAI needs
-# in them (database roles, databases, the RabbitMQ test vhost). Idempotent; safe to run any time.
-# The commands are the ones DEVELOPERS.md documents.
+# Install what is missing and start what is down of the services `make test`, `make stack` and
+# `make bench` use, then create what SentinAI needs in them. Idempotent and quick when everything is
+# already there (no package manager, no Maven, no restart).
+#
+#   PostgreSQL 15   127.0.0.1:5432  Debian package; `trust` for local connections, superuser postgres,
+#                                   roles sentinai (owner) + sentinai_app (RLS-bound), database sentinai
+#   RabbitMQ        127.0.0.1:5672  Debian package; guest/guest, management plugin on 127.0.0.1:15672
+#   Redis           127.0.0.1:6379  Debian package; no persistence
+#   Apache Kafka 4  127.0.0.1:9092  Maven Central's org.apache.kafka:kafka_2.13 (version: scripts/kafka/pom.xml),
+#                                   single node, KRaft combined mode (controller on 127.0.0.1:9093)
+#
+# DEVELOPMENT AND TEST ONLY: PostgreSQL trusts every local connection and RabbitMQ keeps guest/guest.
+# Never run this on a host that serves real data; point the project at real services instead
+# (README, "Using services you already run").
+#
+# A service whose URL in the environment (DATABASE_URL, CELERY_BROKER_URL, REDIS_URL,
+# KAFKA_BOOTSTRAP_SERVERS) names another host or port is yours: this script leaves it alone. So does
+# SENTINAI_SKIP_SERVICES=kafka,redis (comma-separated names).
+#
+# State and logs live under var/services/ (SENTINAI_SERVICES_DIR); each service this script starts
+# leaves a pid file in its run/ folder, and `make services-stop` stops those. The Kafka jars are cached
+# in .cache/ (SENTINAI_CACHE_DIR). Both are ignored by git.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+VAR_DIR=$(realpath -m "${SENTINAI_SERVICES_DIR:-var/services}")
+RUN_DIR=$VAR_DIR/run
+CACHE_DIR=$(realpath -m "${SENTINAI_CACHE_DIR:-.cache}")
+PG_VERSION=15
+WAIT_SECONDS=${SENTINAI_SERVICE_WAIT_SECONDS:-90}
+mkdir -p "$RUN_DIR"
 
 log() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+skipped() { [[ ",${SENTINAI_SKIP_SERVICES:-}," == *",$1,"* ]]; }
 
-# --- PostgreSQL ------------------------------------------------------------------------------
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-fi
-pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL did not start"; exit 1; }
+# elsewhere VALUE PORT: VALUE (a URL, or host:port[,...]) names a host other than this one's loopback,
+# or another port than PORT.
+elsewhere() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+from urllib.parse import urlsplit
 
-psql_admin() { psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"; }
-# The schema owner (runs migrations) and the application role (bound by row-level security).
-psql_admin "DO \$\$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai') THEN
-    CREATE ROLE sentinai LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai_app') THEN
-    CREATE ROLE sentinai_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; END IF;
-END \$\$;"
-for db in sentinai; do
-  if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
-    log "creating database $db"
-    psql_admin "CREATE DATABASE $db OWNER sentinai"
+value, port = sys.argv[1], int(sys.argv[2])
+url = urlsplit(value if "://" in value else "//" + value.split(",")[0])
+local = url.hostname in ("127.0.0.1", "localhost", "::1") and (url.port or port) == port
+sys.exit(1 if local else 0)
+PY
+}
+
+# wait_for NAME COMMAND...: run COMMAND until it succeeds, at most WAIT_SECONDS.
+wait_for() {
+  local name=$1; shift
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$name did not become ready within ${WAIT_SECONDS}s (last check: $*)"
+    sleep 0.5
+  done
+}
+
+# --- install what is missing (Debian packages) -------------------------------------------------
+missing=()
+[ -x /usr/lib/postgresql/$PG_VERSION/bin/postgres ] || missing+=(postgresql-$PG_VERSION postgresql-contrib)
+command -v psql >/dev/null || missing+=(postgresql-client-$PG_VERSION)
+command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: run as root (or install them) to let this script apt-get install them"
+  log "installing ${missing[*]} from Debian's packages"
+  # Keep the packages' maintainer scripts from starting the services with their own defaults (Redis
+  # with persistence, RabbitMQ on every interface): this script starts them as configured below.
+  added_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
   fi
+  trap '[ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  trap - EXIT
+fi
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+pg_start() {
+  if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$PG_VERSION main"; then
+    log "creating the PostgreSQL $PG_VERSION cluster 'main'"
+    pg_createcluster "$PG_VERSION" main >/dev/null
+  fi
+  local conf=/etc/postgresql/$PG_VERSION/main hba
+  hba=$conf/pg_hba.conf
+  # Development and test only: every local connection is trusted (no passwords to hand around).
+  if ! grep -q '^# sentinai: trust local' "$hba"; then
+    log "PostgreSQL: trusting local connections (development and test only)"
+    { printf '# sentinai: trust local connections (scripts/services.sh; development and test only)\n'
+      printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'
+      cat "$hba"; } > "$hba.new" && mv "$hba.new" "$hba"
+    chown postgres:postgres "$hba"
+    pg_isready -q -h 127.0.0.1 -p 5432 && pg_ctlcluster "$PG_VERSION" main reload
+  fi
+  if [ ! -f "$conf/conf.d/sentinai.conf" ]; then
+    printf "listen_addresses = '127.0.0.1'\nport = 5432\n" > "$conf/conf.d/sentinai.conf"
+    chown postgres:postgres "$conf/conf.d/sentinai.conf"
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "starting PostgreSQL $PG_VERSION"
+    pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" main start
+    wait_for "PostgreSQL (127.0.0.1:5432)" pg_isready -q -h 127.0.0.1 -p 5432
+    head -1 "/var/lib/postgresql/$PG_VERSION/main/postmaster.pid" > "$RUN_DIR/postgresql.pid"
+  fi
+  psql_admin() { psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"; }
+  # The schema owner (runs migrations) and the application role (bound by row-level security).
+  psql_admin "DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai') THEN
+      CREATE ROLE sentinai LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai_app') THEN
+      CREATE ROLE sentinai_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; END IF;
+  END \$\$;"
+  if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = 'sentinai'")" ]; then
+    log "creating database sentinai"
+    psql_admin "CREATE DATABASE sentinai OWNER sentinai"
+  fi
+}
+
+# --- RabbitMQ ------------------------------------------------------------------------------------
+rabbit_start() {
+  # Loopback only; the node is rabbit@localhost so the CLI tools never depend on the host's name.
+  if [ ! -f /etc/rabbitmq/conf.d/10-sentinai.conf ]; then
+    mkdir -p /etc/rabbitmq/conf.d
+    printf 'listeners.tcp.default = 127.0.0.1:5672\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 15672\n' \
+      > /etc/rabbitmq/conf.d/10-sentinai.conf
+  fi
+  if ! grep -q '^# sentinai' /etc/rabbitmq/rabbitmq-env.conf 2>/dev/null; then
+    { printf '# sentinai: the node, its epmd and its distribution port on loopback (scripts/services.sh)\n'
+      printf 'NODENAME=rabbit@localhost\nNODE_IP_ADDRESS=127.0.0.1\nexport ERL_EPMD_ADDRESS=127.0.0.1\n'
+      printf 'SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
+    } >> /etc/rabbitmq/rabbitmq-env.conf
+  fi
+  if [ ! -f /etc/rabbitmq/enabled_plugins ] || ! grep -q rabbitmq_management /etc/rabbitmq/enabled_plugins; then
+    echo '[rabbitmq_management].' > /etc/rabbitmq/enabled_plugins
+  fi
+  if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached
+    wait_for "RabbitMQ (rabbit@localhost)" rabbitmqctl -q await_startup --timeout 5
+    rabbitmqctl -q eval 'list_to_integer(os:getpid()).' > "$RUN_DIR/rabbitmq.pid"
+  fi
+  wait_for "RabbitMQ (127.0.0.1:5672)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672'
+  for vhost in sentinai_test; do
+    rabbitmqctl -q list_vhosts | grep -qx "$vhost" || rabbitmqctl -q add_vhost "$vhost" >/dev/null
+    rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
+  done
+}
+
+# --- Redis ---------------------------------------------------------------------------------------
+redis_start() {
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    log "starting Redis (no persistence)"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir "$VAR_DIR" --pidfile "$RUN_DIR/redis.pid" --logfile "$VAR_DIR/redis.log"
+    wait_for "Redis (127.0.0.1:6379)" redis-cli -h 127.0.0.1 -p 6379 ping
+  fi
+}
+
+# --- Apache Kafka --------------------------------------------------------------------------------
+kafka_start() {
+  local version home data logs props
+  version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+  home=$CACHE_DIR/kafka-$version
+  data=$VAR_DIR/kafka/data
+  logs=$VAR_DIR/kafka
+  props=$logs/server.properties
+  if python3 scripts/kafka_probe.py 127.0.0.1:9092 --timeout 1 >/dev/null 2>&1; then
+    return
+  fi
+  if [ ! -f "$home/.complete" ]; then
+    log "resolving Apache Kafka $version from Maven Central into $home"
+    rm -rf "$home"
+    mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$home/lib" \
+      || die "Maven could not resolve org.apache.kafka:kafka_2.13:$version"
+    touch "$home/.complete"
+  fi
+  mkdir -p "$data"
+  cat > "$props" <<PROPS
+# Written by scripts/services.sh: one node, KRaft combined mode, loopback only.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=PLAINTEXT://127.0.0.1:9092
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$data
+num.partitions=${KAFKA_NUM_PARTITIONS:-6}
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+PROPS
+  local cp="$home/lib/*"
+  if [ ! -f "$data/meta.properties" ]; then
+    log "formatting Kafka storage in $data"
+    local cluster_id
+    cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >> "$logs/storage.log" 2>&1 \
+      || die "Kafka storage format failed: see $logs/storage.log"
+  fi
+  log "starting Apache Kafka $version (logs: $logs/server.log)"
+  # slf4j-simple (scripts/kafka/pom.xml) is the SLF4J binding; it writes to stderr, kept in server.log.
+  setsid nohup java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd'T'HH:mm:ss.SSSZ" \
+    -Dorg.slf4j.simpleLogger.log.org.apache.kafka=info -Dorg.slf4j.simpleLogger.log.kafka=info \
+    -cp "$cp" kafka.Kafka "$props" >> "$logs/server.log" 2>&1 < /dev/null &
+  echo $! > "$RUN_DIR/kafka.pid"
+  wait_for "Kafka (127.0.0.1:9092; see $logs/server.log)" python3 scripts/kafka_probe.py 127.0.0.1:9092 --timeout 1
+}
+
+declare -A url_of=([postgresql]="${DATABASE_URL:-}" [rabbitmq]="${CELERY_BROKER_URL:-}"
+  [redis]="${REDIS_URL:-}" [kafka]="${KAFKA_BOOTSTRAP_SERVERS:-}")
+declare -A port_of=([postgresql]=5432 [rabbitmq]=5672 [redis]=6379 [kafka]=9092)
+for service in postgresql rabbitmq redis kafka; do
+  skipped "$service" && { log "leaving $service alone (SENTINAI_SKIP_SERVICES)"; continue; }
+  if [ -n "${url_of[$service]}" ] && elsewhere "${url_of[$service]}" "${port_of[$service]}"; then
+    log "leaving $service alone: the environment points at another one"
+    continue
+  fi
+  case $service in
+    postgresql) pg_start ;;
+    rabbitmq) rabbit_start ;;
+    redis) redis_start ;;
+    kafka) kafka_start ;;
+  esac
 done
-
-# --- RabbitMQ --------------------------------------------------------------------------------
-if ! rabbitmqctl -q status >/dev/null 2>&1; then
-  log "starting RabbitMQ"
-  rabbitmq-server -detached
-  sleep 2
-fi
-rabbitmqctl -q await_startup --timeout 60 >/dev/null
-for vhost in sentinai_test; do
-  rabbitmqctl -q list_vhosts | grep -qx "$vhost" || rabbitmqctl -q add_vhost "$vhost"
-  rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
-done
-if [ "${WITH_MANAGEMENT:-0}" = "1" ]; then
-  rabbitmq-plugins -q enable rabbitmq_management >/dev/null
-fi
-
-# --- Redis -----------------------------------------------------------------------------------
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  log "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
-  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
-fi
-redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
-
-log "PostgreSQL, RabbitMQ and Redis are up"
+log "services ready (${SECONDS}s)"

@@ -43,10 +43,11 @@ def stack(tmp_path):
         {
             "PORT": str(port),
             "FLOWER_PORT": str(flower_port),
-            "PG_APP_URL": f"postgres://sentinai_app@127.0.0.1:5432/{DB}",
-            "PG_OWNER_URL": f"postgres://sentinai@127.0.0.1:5432/{DB}",
-            "AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
-            "REDIS_LOCAL": "redis://127.0.0.1:6379/11",
+            # The standard variables, as a user with their own services would set them.
+            "DATABASE_URL": f"postgres://sentinai_app@127.0.0.1:5432/{DB}",
+            "DATABASE_OWNER_URL": f"postgres://sentinai@127.0.0.1:5432/{DB}",
+            "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
+            "REDIS_URL": "redis://127.0.0.1:6379/11",
             "SENTINAI_VAR_DIR": str(tmp_path / "var"),
         }
     )
@@ -98,6 +99,13 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
         (worker,) = by_queue[queue]
         assert worker.startswith(f"{queue}@"), worker
     assert routing.DEAD_LETTER_QUEUE not in by_queue, "no Celery worker consumes the DLQ"
+    # The stack used the database and the vhost it was given, and nothing else.
+    with psycopg.connect(f"postgres://sentinai@127.0.0.1:5432/{DB}") as conn:
+        assert conn.execute("SELECT count(*) FROM tenant").fetchone()[0] >= 2  # seed_demo ran here
+    queues = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", VHOST, "name"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert set(routing.AGENTS) <= set(queues), queues
     text = log.read_text()
     for process in ("web", "beat", "dlq", "flower"):
         assert f"{process}." in text or f"{process} " in text, process

@@ -132,6 +132,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240
 # killing its worker) is dead-lettered to the `dead_letter` queue.
 BROKER_DELIVERY_LIMIT = env.int("BROKER_DELIVERY_LIMIT", default=10)
 
+# --- Kafka (the event stream) -------------------------------------------------------------
+# Comma-separated host:port list; empty = no Kafka (the embedded default). Managed Kafka-protocol
+# services (Azure Event Hubs, AWS MSK) take SASL/TLS options through KAFKA_CONFIG, a JSON object of
+# librdkafka properties merged over the defaults, e.g. {"security.protocol": "SASL_SSL", ...}.
+KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="")
+KAFKA_CONFIG = env.json("KAFKA_CONFIG", default={})
+
 # --- SentinAI platform ---------------------------------------------------------------------
 SENTINAI = {
     # Events per broker message (the unit of transport).

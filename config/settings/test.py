@@ -10,6 +10,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://sentinai_app@127.0.0.1:5432/se
 os.environ.setdefault("DATABASE_OWNER_URL", "postgres://sentinai@127.0.0.1:5432/sentinai")
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/sentinai_test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 # One metrics directory per test session, shared by the workers it starts.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sentinai-metrics-"))
 
