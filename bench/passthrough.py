@@ -8,8 +8,7 @@ PlaybookCompleted -> resolution -> ExceptionResolved -> feedback -> FeedbackCapt
 
 from __future__ import annotations
 
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.events import (
+from sentinai.eventstore.events import (
     ExceptionResolved,
     FeedbackCaptured,
     PlaybookCompleted,
@@ -19,6 +18,7 @@ from sentinai.events import (
     ToolExecutionRequested,
     TriageRequested,
 )
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 
 class PassThrough(Agent):

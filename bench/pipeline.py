@@ -141,7 +141,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from sentinai.services import tenant_create_or_update
+    from sentinai.tenancy.services import tenant_create_or_update
 
     tenants = [f"bench-{n}" for n in range(args.tenants)]
     for tenant_id in tenants:
@@ -212,7 +212,7 @@ class Run:
     def _scalar(self, sql, params=()):
         from django.db import connection
 
-        from sentinai.tenancy import all_tenants_scope
+        from sentinai.tenancy.scope import all_tenants_scope
 
         with all_tenants_scope(), connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -230,7 +230,7 @@ class Run:
     # --- producer ------------------------------------------------------------------------
     def append(self, size: int, source: str) -> None:
         from exceptions_app.services import NewException, exceptions_ingest
-        from sentinai.tenancy import tenant_scope
+        from sentinai.tenancy.scope import tenant_scope
 
         tenant_id = self.tenants[self.n % len(self.tenants)]
         self.n += 1
@@ -328,7 +328,7 @@ class Run:
     def _latencies(self, source: str) -> list[float]:
         from django.db import connection
 
-        from sentinai.tenancy import all_tenants_scope
+        from sentinai.tenancy.scope import all_tenants_scope
 
         with all_tenants_scope(), connection.cursor() as cursor:
             cursor.execute(

@@ -197,7 +197,7 @@ def migrate(env: dict) -> None:
 
 
 def ensure_tenants(names: list[str]) -> None:
-    from sentinai.services import tenant_create_or_update
+    from sentinai.tenancy.services import tenant_create_or_update
 
     for tenant_id in names:
         tenant_create_or_update(
@@ -208,7 +208,7 @@ def ensure_tenants(names: list[str]) -> None:
 def create_keys(names: list[str]) -> dict[str, str]:
     """A new API key per tenant each run (plaintext keys cannot be read back); earlier runs' keys go."""
     from sentinai.models import Tenant, TenantAPIKey
-    from sentinai.services import api_key_create
+    from sentinai.tenancy.services import api_key_create
 
     TenantAPIKey.objects.filter(name=KEY_NAME, tenant_id__in=names).delete()
     keys = {}
@@ -311,7 +311,7 @@ def _tail(outcome: str) -> list:
 def story_rows(stories: dict[int, list]) -> tuple[list[tuple], list[tuple]]:
     """Template rows (one per event of each story) and one summary row per story: length, time of its
     last event and of TriageCompleted, and each consumer's last event (the stream's consumer heads)."""
-    from sentinai.events import CATALOGUE, subscribers
+    from sentinai.eventstore.events import CATALOGUE, subscribers
 
     template, summary = [], []
     for story, items in stories.items():
@@ -1426,7 +1426,7 @@ def explain_plans(args) -> dict:
     from exceptions_app import selectors
     from exceptions_app.models import ExceptionRecord
     from playbooks_app.selectors import exception_playbook_view
-    from sentinai.tenancy import tenant_scope
+    from sentinai.tenancy.scope import tenant_scope
     from tools_app import selectors as tool_selectors
 
     n, n_long = args.events_per_exception, args.long_chain_events

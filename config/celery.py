@@ -7,7 +7,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init
 
 from config import routing
-from sentinai import serialization
+from sentinai.kernel import serialization
 
 serialization.install()
 
@@ -54,7 +54,7 @@ def _configure(app: Celery) -> None:
         broker_heartbeat=30,
         worker_send_task_events=True,
         task_send_sent_event=False,
-        worker_consumer="sentinai.worker:Consumer",
+        worker_consumer="sentinai.pipeline.worker:Consumer",
         worker_hijack_root_logger=False,
         beat_schedule=_beat_schedule(settings),
         # Keep Django's DB connection across tasks (the fixup would otherwise close it around
@@ -100,7 +100,7 @@ class DeclareTopology(bootsteps.StartStopStep):
 
 _configure(app)
 app.steps["consumer"].add(DeclareTopology)
-app.autodiscover_tasks(lambda: ["sentinai", *(f"agents.{name}" for name in routing.AGENTS)])
+app.autodiscover_tasks(lambda: ["sentinai.pipeline", *(f"agents.{name}" for name in routing.AGENTS)])
 
 
 @worker_init.connect

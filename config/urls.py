@@ -6,8 +6,8 @@ from exceptions_app import api as exceptions_api
 from playbooks_app import api as playbooks_api
 from sentinai.api import deadletters as dead_letters_api
 from sentinai.api.problems import api_not_found, api_server_error
-from sentinai.health import health
-from sentinai.metrics import metrics_view
+from sentinai.kernel.metrics import metrics_view
+from sentinai.ops.health import health
 from tools_app import api as tools_api
 
 

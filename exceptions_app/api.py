@@ -28,14 +28,16 @@ from exceptions_app.serializers import (
     RecalculateSerializer,
     TraceSerializer,
 )
-from sentinai import admission, metrics, pii
 from sentinai.api import pagination
 from sentinai.api.problems import Problem, problem_response
 from sentinai.api.query import parse_query
 from sentinai.api.schema import EXCEPTION_ID, IDEMPOTENCY_KEY, TENANT_ID, problems
 from sentinai.api.views import ApiView
-from sentinai.domain_rules import pii_rules_for
-from sentinai.tenancy import tenant_scope
+from sentinai.kernel import metrics
+from sentinai.packs import pii
+from sentinai.packs.rules import pii_rules_for
+from sentinai.tenancy import admission
+from sentinai.tenancy.scope import tenant_scope
 
 
 def status_url(request, tenant_id: str, exception_id: str) -> str:

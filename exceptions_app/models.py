@@ -82,7 +82,7 @@ class ExceptionRecord(models.Model):
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="exception_tenant_status"),
             models.Index(fields=["tenant", "severity", "-created_at", "-id"], name="exception_tenant_severity"),
             models.Index(fields=["tenant", "exception_type", "-created_at", "-id"], name="exception_tenant_type"),
-            # Admission control's re-count of open exceptions per tenant (sentinai.admission).
+            # Admission control's re-count of open exceptions per tenant (sentinai.tenancy.admission).
             models.Index(fields=["tenant"], name="exception_open", condition=models.Q(closed_at__isnull=True)),
             # The SLA monitor's scans: open exceptions by the next deadline they have not announced.
             models.Index(

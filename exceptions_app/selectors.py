@@ -140,7 +140,7 @@ def exception_detail_json(*, tenant_id: str, exception_id: str) -> bytes | None:
     the tenant scope: no transaction of its own is needed."""
     from django.db import connection
 
-    from sentinai import bulk
+    from sentinai.kernel import bulk
 
     if connection.vendor == "postgresql":
         with bulk.server_cursor() as cursor:

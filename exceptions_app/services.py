@@ -10,7 +10,8 @@ from typing import Any
 from django.db.models import Q
 
 from exceptions_app.models import ExceptionRecord
-from sentinai import bulk, ids, store
+from sentinai.eventstore import store
+from sentinai.kernel import bulk, ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ class PlaybookStep(models.Model):
     action = models.CharField(max_length=16, choices=StepAction.choices)
     tool = models.CharField(max_length=100, blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
-    # The step runs only when this condition holds (sentinai.conditions); empty: always.
+    # The step runs only when this condition holds (sentinai.packs.conditions); empty: always.
     condition = models.JSONField(default=dict, blank=True)
 
     class Meta:

@@ -4,7 +4,6 @@ event store and delivery records are read-only here."""
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from sentinai import deadletters, stuck
 from sentinai.models import (
     DeadLetter,
     DomainPack,
@@ -17,6 +16,7 @@ from sentinai.models import (
     Tenant,
     TenantAPIKey,
 )
+from sentinai.ops import deadletters, stuck
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -6,7 +6,7 @@ def _grant_app_role(sender, using, **kwargs):
     from django.conf import settings
     from django.db import connections
 
-    from sentinai.rls import grant_app_role
+    from sentinai.tenancy.rls import grant_app_role
 
     connection = connections[using]
     if connection.vendor == "postgresql":

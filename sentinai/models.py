@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models.functions import Now
 from rest_framework_api_key.models import AbstractAPIKey
 
-from sentinai import ids
+from sentinai.kernel import ids
 
 TENANT_SLUG = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{1,62}$",

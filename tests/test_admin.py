@@ -13,8 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from sentinai.models import DeadLetter, ExceptionEvent, Outbox, ProcessedEvent
-from sentinai.services import tenant_create_or_update
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
+from sentinai.tenancy.services import tenant_create_or_update
 from tests.support.factories import append, make_exceptions
 from tools_app.models import ToolExecution
 from tools_app.services import tool_execution_request

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import Tenant
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.api import (
     admission,
     assert_problem,

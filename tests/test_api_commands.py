@@ -13,7 +13,7 @@ from django.db import connection
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import DeadLetter, ExceptionEvent, TenantAPIKey
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.api import (
     TOOL,
     Api,

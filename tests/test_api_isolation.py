@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from sentinai.models import DeadLetter
-from sentinai.tenancy import all_tenants_scope
+from sentinai.tenancy.scope import all_tenants_scope
 from tests.support.api import (
     TOOL,
     Api,

@@ -13,7 +13,7 @@ from django.core import signing
 from exceptions_app.models import ExceptionRecord
 from sentinai.api import pagination
 from sentinai.models import DeadLetter
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.api import (
     TOOL,
     assert_problem,

@@ -22,9 +22,10 @@ from kombu import Producer
 from config import routing
 from config.celery import app as celery_app
 from exceptions_app.models import ExceptionRecord
-from sentinai import outbox, scheduler, store
+from sentinai.eventstore import outbox, store
 from sentinai.models import DeadLetter, EventAttempt, ExceptionEvent, Outbox, ParkedEvent, ProcessedEvent
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.pipeline import scheduler
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import append, make_exceptions, make_tenant, wait_until
 from tests.support.probes import IMPLEMENTATIONS
 from tests.support.workers import WorkerProcess

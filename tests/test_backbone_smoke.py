@@ -1,7 +1,7 @@
 import pytest
 
 from sentinai.models import Outbox, ProcessedEvent
-from sentinai.tenancy import tenant_scope
+from sentinai.tenancy.scope import tenant_scope
 from tests.support.factories import append, make_exceptions, make_tenant, wait_until
 from tests.support.probes import IMPLEMENTATIONS
 from tests.support.workers import WorkerProcess

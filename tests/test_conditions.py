@@ -1,4 +1,4 @@
-from sentinai.conditions import exception_view, holds, render
+from sentinai.packs.conditions import exception_view, holds, render
 
 VIEW = exception_view(
     "x-1",

@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection, connections, transaction
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import append, make_exceptions, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)

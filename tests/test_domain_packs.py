@@ -6,9 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from playbooks_app.models import Playbook, PlaybookStep
-from sentinai import domain
-from sentinai.services import tenant_create_or_update
-from sentinai.tenancy import tenant_scope
+from sentinai.packs import domain
+from sentinai.tenancy.scope import tenant_scope
+from sentinai.tenancy.services import tenant_create_or_update
 from tools_app.models import Tool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ import uuid
 import httpx
 import pytest
 
-from sentinai import admission, tenants
 from sentinai.models import Tenant as TenantRecord
-from sentinai.services import api_key_create, tenant_create_or_update
-from sentinai.tenancy import tenant_scope
+from sentinai.tenancy import admission, tenants
+from sentinai.tenancy.scope import tenant_scope
+from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 from tests.support.factories import wait_until
 from tests.support.platform import Platform
 from tests.support.webhook import Webhook
@@ -294,8 +294,8 @@ def test_sla_events_fire_exactly_once_on_a_short_sla(live_server, webhook, platf
 def test_editing_a_pack_never_changes_a_run_in_flight(live_server, webhook, platform):
     from pathlib import Path
 
-    from sentinai import domain
     from sentinai.models import Tenant as TenantRow
+    from sentinai.packs import domain
 
     original = (Path(__file__).resolve().parents[1] / "domain_packs" / "finance.yaml").read_text()
     v1 = original.replace("name: finance", "name: finance_edit_test", 1)
@@ -411,7 +411,7 @@ def test_worker_logs_are_json_with_the_correlation_id_and_no_raw_pii(tenant, pla
     records = [json.loads(line) for line in lines]  # every line parses
     for record in records:
         assert {"level", "logger", "message", "timestamp"} <= set(record)
-    scoped = [r for r in records if r["logger"] in ("sentinai.tools", "sentinai.consumer")]
+    scoped = [r for r in records if r["logger"] in ("sentinai.tools", "sentinai.pipeline.consumer")]
     assert scoped, "per-exception work was logged"
     for record in scoped:
         assert record.get("exception_id") and record.get("tenant_id") and record.get("agent"), record

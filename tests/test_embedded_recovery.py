@@ -21,9 +21,9 @@ SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", 
 APPEND = """
 import uuid
 from exceptions_app.models import ExceptionRecord
-from sentinai import store
-from sentinai.services import tenant_create_or_update
-from sentinai.tenancy import tenant_scope
+from sentinai.eventstore import store
+from sentinai.tenancy.services import tenant_create_or_update
+from sentinai.tenancy.scope import tenant_scope
 tenant_create_or_update(tenant_id="acme", domain_pack="finance")
 for _ in range({batches}):
     ids = [str(uuid.uuid4()) for _ in range({per_batch})]

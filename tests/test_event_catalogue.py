@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sentinai.catalogue_doc import render
-from sentinai.events import CATALOGUE, SUBSCRIPTIONS, UnknownEventType, validate_payload
+from sentinai.eventstore.catalogue_doc import render
+from sentinai.eventstore.events import CATALOGUE, SUBSCRIPTIONS, UnknownEventType, validate_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 

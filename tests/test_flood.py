@@ -9,10 +9,10 @@ import uuid
 import httpx
 import pytest
 
-from sentinai import admission
 from sentinai.models import ExceptionEvent, ProcessedEvent
-from sentinai.services import api_key_create, tenant_create_or_update
-from sentinai.tenancy import tenant_scope
+from sentinai.tenancy import admission
+from sentinai.tenancy.scope import tenant_scope
+from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 from tests.support.factories import wait_until
 from tests.support.platform import Platform
 from tests.test_e2e import settlement

@@ -1,6 +1,6 @@
 """PII redaction (pure): what is masked, what survives, and the shape that remains."""
 
-from sentinai.pii import Rules, iban_valid, is_card_number, luhn_valid, redact, redact_text
+from sentinai.packs.pii import Rules, iban_valid, is_card_number, luhn_valid, redact, redact_text
 
 
 def test_emails_phones_cards_and_ibans_are_masked_keeping_their_shape():

@@ -10,9 +10,9 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from config.wsgi import application
-from sentinai import admission, tenants
 from sentinai.api import auth
-from sentinai.services import api_key_create, tenant_create_or_update
+from sentinai.tenancy import admission, tenants
+from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 TENANT = "fuzz"

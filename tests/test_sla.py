@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents.sla.monitor import scan_all_tenants
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent
-from sentinai.tenancy import tenant_scope
+from sentinai.tenancy.scope import tenant_scope
 from tests.support.factories import make_exceptions, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from sentinai import stuck
+from sentinai.ops import stuck
 from tools_app.models import Tool, ToolExecution
 
 

@@ -10,12 +10,12 @@ from rest_framework.response import Response
 from exceptions_app.models import ExceptionRecord
 from exceptions_app.serializers import PayloadField, StrictCharField, StrictSerializer
 from exceptions_app.services import ExceptionNotFound
-from sentinai import pii
 from sentinai.api import pagination
 from sentinai.api.problems import Problem
 from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
+from sentinai.packs import pii
 from tools_app import selectors, services
 from tools_app.models import ExecutionStatus
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sentinai.conditions import render
+from sentinai.packs.conditions import render
 from tools_app.builtins import REGISTRY, ToolContext, ToolError
 
 MAX_RESPONSE_CHARS = 20_000

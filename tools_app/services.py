@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from exceptions_app.services import ExceptionNotFound
-from sentinai import ids, store
+from sentinai.eventstore import store
+from sentinai.kernel import ids
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sentinai.agent import Agent, Decision, Emit, Upsert
-from sentinai.events import FeedbackCaptured
+from sentinai.eventstore.events import FeedbackCaptured
+from sentinai.pipeline.agent import Agent, Decision, Emit, Upsert
 
 
 def _ms(later, earlier) -> int | None:

@@ -1,5 +1,5 @@
 from config.celery import app
-from sentinai.tasks import AgentTask, run_agent
+from sentinai.pipeline.tasks import AgentTask, run_agent
 
 
 @app.task(base=AgentTask, bind=True, name="agents.feedback.handle_batch")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sentinai import domain
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.events import ExceptionNormalized, ExceptionValidationFailed, TriageRequested
+from sentinai.eventstore.events import ExceptionNormalized, ExceptionValidationFailed, TriageRequested
+from sentinai.packs import domain
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 
 class IntakeAgent(Agent):

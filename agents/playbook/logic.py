@@ -15,15 +15,15 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sentinai import ids
-from sentinai.agent import Agent, Decision, Emit, Upsert
-from sentinai.conditions import exception_view, holds, render
-from sentinai.events import (
+from sentinai.eventstore.events import (
     PlaybookCompleted,
     StepExecutionCompleted,
     StepExecutionRequested,
     ToolExecutionRequested,
 )
+from sentinai.kernel import ids
+from sentinai.packs.conditions import exception_view, holds, render
+from sentinai.pipeline.agent import Agent, Decision, Emit, Upsert
 
 NAMESPACE = uuid.UUID("0f4c8a52-6a0e-4b8e-9d0e-5a2b1c3d4e5f")
 ACTIVE = ("running", "awaiting_approval")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sentinai import domain
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.conditions import exception_view, holds
-from sentinai.events import EscalationRequested, PlaybookMatched, PolicyEvaluationCompleted
+from sentinai.eventstore.events import EscalationRequested, PlaybookMatched, PolicyEvaluationCompleted
+from sentinai.packs import domain
+from sentinai.packs.conditions import exception_view, holds
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 
 class PolicyAgent(Agent):

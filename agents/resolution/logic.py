@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.events import ExceptionEscalated, ExceptionResolved
+from sentinai.eventstore.events import ExceptionEscalated, ExceptionResolved
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 
 class ResolutionAgent(Agent):

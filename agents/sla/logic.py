@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sentinai.events import SLAExpired, SLAImminent
+from sentinai.eventstore.events import SLAExpired, SLAImminent
 
 
 def due_events(state: dict[str, Any], now: datetime, fraction: float) -> list[SLAImminent | SLAExpired]:

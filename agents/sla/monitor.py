@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from agents.sla.logic import due_events
 from exceptions_app.models import ExceptionRecord
-from sentinai import ids, metrics, store
-from sentinai.events import EVENT_NAMESPACE
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.eventstore import store
+from sentinai.eventstore.events import EVENT_NAMESPACE
+from sentinai.kernel import ids, metrics
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 STATE_FIELDS = ("severity", "sla_due_at", "sla_imminent_at", "sla_imminent_sent", "sla_expired_sent", "closed_at")
 

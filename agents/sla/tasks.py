@@ -1,5 +1,5 @@
 from config.celery import app
-from sentinai.tasks import AgentTask
+from sentinai.pipeline.tasks import AgentTask
 
 
 @app.task(base=AgentTask, name="agents.sla.scan")

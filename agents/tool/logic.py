@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from django.db import connection
 
-from sentinai import bulk, ids
-from sentinai.agent import Agent, Decision, Emit, PermanentError, Update
-from sentinai.conditions import exception_view
-from sentinai.events import ToolExecutionCompleted
-from sentinai.logs import log_context
-from sentinai.tenancy import tenant_scope
+from sentinai.eventstore.events import ToolExecutionCompleted
+from sentinai.kernel import bulk, ids
+from sentinai.kernel.logs import log_context
+from sentinai.packs.conditions import exception_view
+from sentinai.pipeline.agent import Agent, Decision, Emit, PermanentError, Update
+from sentinai.tenancy.scope import tenant_scope
 from tools_app import runners
 from tools_app.builtins import ToolContext
 

@@ -14,10 +14,10 @@ from typing import Protocol
 
 from django.conf import settings
 
-from sentinai import domain
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.conditions import exception_view
-from sentinai.events import PolicyEvaluationRequested, TriageCompleted
+from sentinai.eventstore.events import PolicyEvaluationRequested, TriageCompleted
+from sentinai.packs import domain
+from sentinai.packs.conditions import exception_view
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 UNCLASSIFIED = "UNCLASSIFIED"
 

@@ -50,9 +50,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "sentinai.tenancy.AdminScopeMiddleware",
-    "sentinai.logs.RequestContextMiddleware",
-    "sentinai.metrics.RequestMetricsMiddleware",
+    "sentinai.tenancy.scope.AdminScopeMiddleware",
+    "sentinai.kernel.logs.RequestContextMiddleware",
+    "sentinai.kernel.metrics.RequestMetricsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -165,7 +165,7 @@ SENTINAI = {
     "MAX_PAYLOAD_BYTES": env.int("SENTINAI_MAX_PAYLOAD_BYTES", default=256 * 1024),
     # Swap an agent's implementation: {"triage": "module:attribute"} (benchmarks, framework tests).
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
-    # A worker that receives a small batch takes the messages waiting behind it (sentinai/coalesce.py).
+    # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
     # Label event counters with the tenant (turn off with many tenants: label cardinality).
     "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=True),
@@ -239,7 +239,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
 # --- Logs and metrics ----------------------------------------------------------------------
-# JSON lines (sentinai/logs.py) on stderr, or LOG_FORMAT=plain for humans; LOG_FILE adds a file.
+# JSON lines (sentinai/kernel/logs.py) on stderr, or LOG_FORMAT=plain for humans; LOG_FILE adds a file.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOG_FILE = env.str("LOG_FILE", default="")
@@ -256,9 +256,9 @@ if LOG_FILE:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "sentinai.logs.ContextFilter"}},
+    "filters": {"context": {"()": "sentinai.kernel.logs.ContextFilter"}},
     "formatters": {
-        "json": {"()": "sentinai.logs.Formatter"},
+        "json": {"()": "sentinai.kernel.logs.Formatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": _log_handlers,

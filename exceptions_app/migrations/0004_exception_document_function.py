@@ -9,7 +9,7 @@ the tenant does not have.
 
 from django.db import migrations
 
-from sentinai.rls import PostgresSQL
+from sentinai.tenancy.rls import PostgresSQL
 
 SQL = """
 CREATE OR REPLACE FUNCTION sentinai_exception_document(p_tenant text, p_exception uuid) RETURNS text

@@ -6,13 +6,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from sentinai import deadletters
 from sentinai.api import pagination
 from sentinai.api.problems import Problem
 from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
 from sentinai.models import DeadLetter
+from sentinai.ops import deadletters
 
 FIELDS = (
     "id",

@@ -7,11 +7,11 @@ from contextlib import AbstractContextManager
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
-from sentinai import tenants
 from sentinai.api.auth import ApiKeyAuthentication, Principal
 from sentinai.api.problems import Problem
 from sentinai.models import Tenant
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy import tenants
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 
 class HasApiKey(BasePermission):

@@ -3,7 +3,7 @@ the event store's hot tables."""
 
 from django.db import migrations
 
-from sentinai.rls import EnableTenantRLS, PostgresSQL
+from sentinai.tenancy.rls import EnableTenantRLS, PostgresSQL
 
 
 class Migration(migrations.Migration):

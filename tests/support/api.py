@@ -11,11 +11,11 @@ from django.test import Client
 
 from exceptions_app.models import ExceptionRecord
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookStep
-from sentinai import admission, services, tenants
 from sentinai.api import auth
 from sentinai.api.problems import CONTENT_TYPE as PROBLEM_TYPE
 from sentinai.models import DeadLetter, ExceptionEvent, Outbox
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy import admission, services, tenants
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import make_tenant
 from tools_app.models import Tool, ToolExecution
 

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Callable
 
 from exceptions_app.models import ExceptionRecord
-from sentinai import store
-from sentinai.events import Envelope
+from sentinai.eventstore import store
+from sentinai.eventstore.events import Envelope
 from sentinai.models import Tenant
-from sentinai.tenancy import tenant_scope
+from sentinai.tenancy.scope import tenant_scope
 
 
 def make_tenant(tenant_id: str = "acme", domain_pack: str = "finance", **fields) -> Tenant:

@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from sentinai.agent import Agent, Decision, Emit
-from sentinai.events import PolicyEvaluationRequested
+from sentinai.eventstore.events import PolicyEvaluationRequested
+from sentinai.pipeline.agent import Agent, Decision, Emit
 
 
 def _flag(name: str) -> Path | None:

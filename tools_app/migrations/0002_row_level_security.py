@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from sentinai.rls import EnableTenantRLS
+from sentinai.tenancy.rls import EnableTenantRLS
 
 
 class Migration(migrations.Migration):

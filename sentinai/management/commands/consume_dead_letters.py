@@ -13,9 +13,9 @@ from kombu import Consumer
 
 from config import routing
 from config.celery import app as celery_app
-from sentinai.deadletters import record_broker_dead_letter
+from sentinai.ops.deadletters import record_broker_dead_letter
 
-logger = logging.getLogger("sentinai.deadletters")
+logger = logging.getLogger("sentinai.ops.deadletters")
 
 
 def handle_message(message) -> None:

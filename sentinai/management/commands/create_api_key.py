@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sentinai.models import Tenant
-from sentinai.services import api_key_create
+from sentinai.tenancy.services import api_key_create
 
 
 class Command(BaseCommand):

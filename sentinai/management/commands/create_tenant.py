@@ -1,8 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from sentinai.domain import PackError
-from sentinai.services import tenant_create_or_update
+from sentinai.packs.domain import PackError
+from sentinai.tenancy.services import tenant_create_or_update
 
 
 class Command(BaseCommand):

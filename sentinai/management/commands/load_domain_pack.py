@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from sentinai import domain
 from sentinai.models import Tenant
+from sentinai.packs import domain
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from sentinai import stuck
+from sentinai.ops import stuck
 
 
 class Command(BaseCommand):

@@ -1,11 +1,11 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from sentinai.catalogue_doc import render
+from sentinai.eventstore.catalogue_doc import render
 
 
 class Command(BaseCommand):
-    help = "Write docs/events.md from the event catalogue in sentinai/events.py."
+    help = "Write docs/events.md from the event catalogue in sentinai/eventstore/events.py."
 
     def handle(self, *args, **options):
         path = settings.BASE_DIR / "docs" / "events.md"

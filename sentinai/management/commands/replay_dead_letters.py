@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from sentinai.deadletters import NotReplayable, replay, select_all_tenants
+from sentinai.ops.deadletters import NotReplayable, replay, select_all_tenants
 
 
 class Command(BaseCommand):

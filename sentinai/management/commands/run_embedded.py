@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 
 from config.celery import app as celery_app
-from sentinai.embedded import Platform, install_signal_handlers
+from sentinai.ops.embedded import Platform, install_signal_handlers
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from sentinai.models import Tenant, TenantAPIKey
-from sentinai.services import api_key_create, tenant_create_or_update
+from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 
 DEMO_TENANTS = (
     ("acme-finance", "Acme Securities (demo)", "finance"),

@@ -33,19 +33,21 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Max
 from django.utils import timezone
 
-from sentinai import admission, bulk, ids, store, tenants
-from sentinai.agent import Agent, Batch, Decision, PermanentError, Update, Upsert
-from sentinai.events import (
+from sentinai.eventstore import store
+from sentinai.eventstore.events import (
     SUBSCRIPTIONS,
     DeadLettered,
     Envelope,
     RetryScheduled,
     derived_event_id,
 )
-from sentinai.logs import log_context
+from sentinai.kernel import bulk, ids
+from sentinai.kernel.logs import log_context
 from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, delivery_key
-from sentinai.retry import policy_for
-from sentinai.tenancy import tenant_scope
+from sentinai.pipeline.agent import Agent, Batch, Decision, PermanentError, Update, Upsert
+from sentinai.pipeline.retry import policy_for
+from sentinai.tenancy import admission, tenants
+from sentinai.tenancy.scope import tenant_scope
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from sentinai import ids
+from sentinai.kernel import ids
 
 # --- payload base ------------------------------------------------------------------------------
 

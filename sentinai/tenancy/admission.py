@@ -171,7 +171,7 @@ def reconcile_all_tenants() -> dict[str, int]:
     from django.db.models import Count
 
     from exceptions_app.models import ExceptionRecord
-    from sentinai.tenancy import all_tenants_scope
+    from sentinai.tenancy.scope import all_tenants_scope
 
     with all_tenants_scope():
         counts = dict(

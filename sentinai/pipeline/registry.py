@@ -12,7 +12,7 @@ from functools import cache
 
 from django.conf import settings
 
-from sentinai.agent import Agent
+from sentinai.pipeline.agent import Agent
 
 
 @cache

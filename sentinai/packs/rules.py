@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from sentinai import pii
 from sentinai.models import DomainPack, Tenant
+from sentinai.packs import pii
 
 CACHE_SECONDS = 30.0
 _cache: dict[tuple[str, str], tuple[float, pii.Rules]] = {}

@@ -12,9 +12,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from config.celery import app
-from sentinai import admission, coalesce, consumer, metrics, scheduler
-from sentinai.logs import log_context
-from sentinai.registry import get_agent
+from sentinai.kernel import metrics
+from sentinai.kernel.logs import log_context
+from sentinai.pipeline import coalesce, consumer, scheduler
+from sentinai.pipeline.registry import get_agent
+from sentinai.tenancy import admission
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception, messa
     broker has no dead-lettering, so record it here."""
     if task.app.connection_for_write().transport.driver_type == "amqp":
         return
-    from sentinai.deadletters import record_broker_dead_letter
+    from sentinai.ops.deadletters import record_broker_dead_letter
 
     record_broker_dead_letter(
         message_id=message_id or task.request.id,

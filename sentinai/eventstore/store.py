@@ -9,7 +9,7 @@ An append, inside the caller's transaction:
 4. registers the publication of those outbox rows for after the commit.
 
 Handlers use the same steps through `lock_streams` / `stage` / `write_events` / `write_streams`,
-because they already hold the locks for their whole batch. Ids are canonical strings (sentinai.ids).
+because they already hold the locks for their whole batch. Ids are canonical strings (sentinai.kernel.ids).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from django.conf import settings
 from django.db import connection, models, transaction
 
 from exceptions_app.models import ExceptionRecord
-from sentinai import bulk, ids
-from sentinai.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
+from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
+from sentinai.kernel import bulk, ids
 from sentinai.models import ExceptionEvent, ExceptionStream, Outbox
 
 
@@ -252,7 +252,7 @@ def offer(
         OutboxRow(id=row_id, tenant_id=tenant_id, queue=queue, event_ids=tuple(_json(event_ids)))
         for row_id, queue, event_ids in inserted
     ]
-    from sentinai import outbox
+    from sentinai.eventstore import outbox
 
     transaction.on_commit(partial(outbox.publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
     return rows

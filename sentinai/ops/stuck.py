@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from sentinai import outbox, store
+from sentinai.eventstore import outbox, store
 from sentinai.models import ExceptionEvent, Outbox, ParkedEvent, ProcessedEvent
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 DEFAULT_THRESHOLD_SECONDS = 300
 

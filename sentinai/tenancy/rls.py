@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import migrations
 
-from sentinai.tenancy import ALL_TENANTS, SCOPE_SETTING
+from sentinai.tenancy.scope import ALL_TENANTS, SCOPE_SETTING
 
 POLICY = "tenant_isolation"
 

@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from sentinai import outbox, store
+from sentinai.eventstore import outbox, store
 from sentinai.models import EventAttempt, ParkedEvent, ProcessedEvent
-from sentinai.tenancy import all_tenants_scope
+from sentinai.tenancy.scope import all_tenants_scope
 
 
 def offer_due_retries_all_tenants(limit: int = 2000) -> int:

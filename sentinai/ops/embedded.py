@@ -26,9 +26,9 @@ from django.core.wsgi import get_wsgi_application
 
 from config import routing
 from config.celery import app as celery_app
-from sentinai import outbox
+from sentinai.eventstore import outbox
 
-logger = logging.getLogger("sentinai.embedded")
+logger = logging.getLogger("sentinai.ops.embedded")
 
 
 class _QuietHandler(WSGIRequestHandler):

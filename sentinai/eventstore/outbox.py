@@ -24,10 +24,11 @@ from kombu import pools as kombu_pools
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.celery import app as celery_app
-from sentinai import metrics, store
-from sentinai.events import Envelope
+from sentinai.eventstore import store
+from sentinai.eventstore.events import Envelope
+from sentinai.kernel import metrics
 from sentinai.models import Outbox
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ def tenant_create_or_update(
     """Create the tenant, or update the given settings of an existing one, and bind it to its domain
     pack (loading the shipped pack by name if needed). Idempotent. Raises domain.PackError for a pack
     that is neither loaded nor shipped."""
-    from sentinai import domain, tenants
+    from sentinai.packs import domain
+    from sentinai.tenancy import tenants
 
     Tenant(id=tenant_id, name=name or tenant_id, domain_pack=domain_pack).clean_fields(exclude=["created_at"])
     domain.ensure_loaded(domain_pack)

@@ -336,7 +336,7 @@ def bind(tenant: Tenant) -> dict[str, int]:
     for the runs that use them, inactive."""
     from playbooks_app.models import Playbook as PlaybookRow
     from playbooks_app.models import PlaybookStep
-    from sentinai.tenancy import tenant_scope
+    from sentinai.tenancy.scope import tenant_scope
     from tools_app.models import Tool as ToolRow
 
     row = ensure_loaded(tenant.domain_pack)
@@ -464,7 +464,7 @@ def normalize(pack: Pack, exception_type: str | None, payload: dict[str, Any]) -
 
 def infer_type(pack: Pack, view: dict[str, Any]) -> tuple[str | None, list[str]]:
     """The first classification rule that holds: (type, rules matched)."""
-    from sentinai.conditions import holds
+    from sentinai.packs.conditions import holds
 
     for index, rule in enumerate(pack.classification):
         if holds(rule.when.model_dump(mode="json", by_alias=True, exclude_none=True), view):
@@ -473,7 +473,7 @@ def infer_type(pack: Pack, view: dict[str, Any]) -> tuple[str | None, list[str]]
 
 
 def severity_for(pack: Pack, exception_type: str | None, view: dict[str, Any]) -> tuple[str, list[str]]:
-    from sentinai.conditions import holds
+    from sentinai.packs.conditions import holds
 
     for index, rule in enumerate(pack.severity.get(exception_type or "", [])):
         condition = rule.when.model_dump(mode="json", by_alias=True, exclude_none=True) if rule.when else None

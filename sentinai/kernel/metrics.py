@@ -71,7 +71,7 @@ class LiveCollector:
         try:
             from django.db import connection
 
-            from sentinai.tenancy import all_tenants_scope
+            from sentinai.tenancy.scope import all_tenants_scope
 
             with all_tenants_scope(), connection.cursor() as cursor:
                 cursor.execute(

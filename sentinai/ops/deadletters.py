@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 from django.db.models import QuerySet
 
-from sentinai import store
+from sentinai.eventstore import store
 from sentinai.models import DeadLetter, ParkedEvent, ProcessedEvent, delivery_key
-from sentinai.tenancy import all_tenants_scope, tenant_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def record_broker_dead_letter(
                 "status": DeadLetter.Status.OPEN,
             },
         )
-    from sentinai import metrics
+    from sentinai.kernel import metrics
 
     metrics.DEAD_LETTERS.labels((batch or {}).get("agent") or queue or "unknown", "broker").inc()
     return letter

@@ -32,7 +32,7 @@ def server_cursor() -> Iterator[Any]:
 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        # uuid columns come back as canonical strings, the form ids take on the hot path (sentinai.ids).
+        # uuid columns come back as canonical strings, the form ids take on the hot path (sentinai.kernel.ids).
         cursor.adapters.register_loader("uuid", TextLoader)
         yield cursor
 

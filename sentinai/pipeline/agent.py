@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-from sentinai.events import Envelope, EventPayload
+from sentinai.eventstore.events import Envelope, EventPayload
 
 
 @dataclass(frozen=True, slots=True)
