@@ -1460,7 +1460,7 @@ def explain_plans(args) -> dict:
     def detail(tenant, exception_id):
         # The detail is one call of sentinai_exception_document on a raw psycopg cursor, which
         # Django's execute_wrapper does not see, and EXPLAIN cannot look inside a plpgsql function:
-        # explain the statement the function runs (tests/test_database.py keeps the two identical).
+        # explain the statement the function runs (tests/integration/test_database.py keeps the two identical).
         return [(selectors._DETAIL_SQL, [tenant, str(exception_id)])]
 
     def playbook(tenant, exception_id):

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from config import routing
-from tests.test_embedded import free_port
+from tests.e2e.test_embedded import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DB, VHOST = "sentinai_stack_test", "sentinai_stack_test"
 pytestmark = pytest.mark.slow
 

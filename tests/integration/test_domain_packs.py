@@ -11,7 +11,7 @@ from sentinai.tenancy.scope import tenant_scope
 from sentinai.tenancy.services import tenant_create_or_update
 from tools_app.models import Tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_shipped_packs_are_valid():

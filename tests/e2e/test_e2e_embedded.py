@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_e2e import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
+from tests.e2e.test_embedded import SERVICE_VARIABLES, free_port
 from tests.support.factories import wait_until
-from tests.test_e2e import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
-from tests.test_embedded import SERVICE_VARIABLES, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

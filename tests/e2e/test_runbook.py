@@ -15,7 +15,7 @@ from django.core.management import get_commands
 
 from tests.support.workers import service_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
 COMMANDS = [
     line[2:].strip()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_embedded import free_port
+from tests.e2e.test_embedded import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services.sh"
 PROBE = ROOT / "scripts" / "kafka_probe.py"
 CHANGES = ("installing", "starting", "creating", "formatting", "resolving", "trusting")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_embedded import free_port
 from tests.support.probes import IMPLEMENTATIONS
-from tests.test_embedded import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 
 APPEND = """

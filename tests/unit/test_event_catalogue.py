@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from sentinai.eventstore.catalogue_doc import render
 from sentinai.eventstore.events import CATALOGUE, SUBSCRIPTIONS, UnknownEventType, validate_payload
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED = {
     "ExceptionIngested", "ExceptionNormalized", "ManualExceptionCreated", "TriageRequested", "TriageCompleted",

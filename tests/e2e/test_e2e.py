@@ -297,7 +297,7 @@ def test_editing_a_pack_never_changes_a_run_in_flight(live_server, webhook, plat
     from sentinai.models import Tenant as TenantRow
     from sentinai.packs import domain
 
-    original = (Path(__file__).resolve().parents[1] / "domain_packs" / "finance.yaml").read_text()
+    original = (Path(__file__).resolve().parents[2] / "domain_packs" / "finance.yaml").read_text()
     v1 = original.replace("name: finance", "name: finance_edit_test", 1)
     domain.install(domain.parse(v1, "v1"))
     tenant = Tenant.__new__(Tenant)
