@@ -6,8 +6,7 @@ import os
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init
 
-from config import routing
-from sentinai.kernel import serialization
+from config import routing, serialization
 
 serialization.install()
 

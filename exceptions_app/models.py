@@ -7,6 +7,7 @@ import uuid
 from django.db import models
 from django.db.models.functions import Now
 
+from sentinai.eventstore.events import SEVERITIES
 from sentinai.models import Tenant
 
 
@@ -24,11 +25,8 @@ class ExceptionStatus(models.TextChoices):
 TERMINAL_STATUSES = frozenset({ExceptionStatus.RESOLVED, ExceptionStatus.ESCALATED, ExceptionStatus.INVALID})
 
 
-class Severity(models.TextChoices):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
+# Severity is defined once, in the event catalogue; these are its choices for the exception row.
+Severity = models.TextChoices("Severity", [(name.upper(), name) for name in SEVERITIES])
 
 
 class ExceptionRecord(models.Model):

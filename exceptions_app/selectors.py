@@ -152,3 +152,19 @@ def exception_detail_json(*, tenant_id: str, exception_id: str) -> bytes | None:
         return None
     record["events"] = exception_events(exception_id=exception_id)
     return orjson.dumps(record)
+
+
+def open_exception_counts_all_tenants() -> dict[str, int]:
+    """Open (not yet resolved or escalated) exceptions per tenant, from the partial index of open
+    exceptions (exception_open): what admission control's in-flight caps are reconciled with."""
+    from django.db.models import Count
+
+    from sentinai.tenancy.scope import all_tenants_scope
+
+    with all_tenants_scope():
+        return dict(
+            ExceptionRecord.objects.filter(closed_at__isnull=True)
+            .values_list("tenant_id")
+            .annotate(n=Count("id"))
+            .values_list("tenant_id", "n")
+        )

@@ -85,7 +85,7 @@ def exceptions_ingest(*, tenant_id: str, items: Sequence[NewException]) -> list[
         if exception_id in created and exception_id not in by_exception:
             by_exception[exception_id] = item
             new_events.append(store.NewEvent(exception_id, item.event_type, item.event_payload))
-    started = store.start_streams(tenant_id=tenant_id, events=new_events, producer="api")
+    started = store.append(tenant_id=tenant_id, events=new_events, producer="api", new_streams=True)
     envelopes = {e.exception_id: e.event_id for e in started}
 
     results = []
@@ -148,9 +148,7 @@ def _append_to(
     streams = store.lock_streams(tenant_id, [exception_id], fields)
     if exception_id not in streams:
         raise ExceptionNotFound(exception_id)
-    (envelope,) = store.stage(tenant_id, streams, [event], producer="api")
-    store.write_events(tenant_id, [envelope])
-    store.write_streams(streams.values())
+    (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
     return envelope
 
 
@@ -197,9 +195,7 @@ def exception_decide_approval(
         "ApprovalDecided",
         {"decision": decision, "comment": comment, "decided_by": decided_by, "run_id": run_id, "position": position},
     )
-    (envelope,) = store.stage(tenant_id, streams, [event], producer="api")
-    store.write_events(tenant_id, [envelope])
-    store.write_streams(streams.values())
+    (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
     return envelope
 
 

@@ -53,7 +53,7 @@ class DomainPackAdmin(ReadOnlyAdmin):
 class ExceptionStreamAdmin(ReadOnlyAdmin):
     list_display = ("exception_id", "tenant_id", "last_sequence")
     list_filter = ("tenant_id",)
-    search_fields = ("=exception__id",)
+    search_fields = ("=exception_id",)
     show_full_result_count = False
 
 
@@ -78,7 +78,7 @@ class StuckFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.filter(**{f"{self.field}__lt": stuck._before(stuck.DEFAULT_THRESHOLD_SECONDS)})
+            return queryset.filter(**{f"{self.field}__lt": stuck.before(stuck.DEFAULT_THRESHOLD_SECONDS)})
         return queryset
 
 

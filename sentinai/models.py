@@ -84,11 +84,10 @@ class ExceptionStream(models.Model):
     """The head of one exception's event stream. Appends lock this narrow row (not the wide exception
     projection), take the next gap-free sequence, and record per consumer the last event it subscribes
     to, from which each new event's ordering predecessor ("prev") is derived. Updated on every append,
-    so its table leaves room on each page for HOT updates."""
+    so its table leaves room on each page for HOT updates. Keyed by the exception's id; the
+    exception row itself (the projection) belongs to exceptions_app, which the core does not depend on."""
 
-    exception = models.OneToOneField(
-        "exceptions_app.ExceptionRecord", primary_key=True, on_delete=models.CASCADE, related_name="stream"
-    )
+    exception_id = models.UUIDField(primary_key=True)
     tenant_id = models.CharField(max_length=63)
     last_sequence = models.PositiveIntegerField(db_default=0)
     consumer_heads = models.JSONField(db_default={})
@@ -101,7 +100,7 @@ class ExceptionStream(models.Model):
 
 
 class ExceptionEvent(models.Model):
-    """One immutable event of the event store (DESIGN.md §3). Append-only, enforced by a trigger."""
+    """One immutable event of the event store (docs/events.md lists the types). Append-only, enforced by a trigger."""
 
     event_id = models.UUIDField(primary_key=True)
     tenant_id = models.CharField(max_length=63)
@@ -203,7 +202,7 @@ def delivery_key(consumer: str, event_id: str | uuid.UUID) -> str:
 
 
 class EventAttempt(models.Model):
-    """A failed attempt of one consumer at one event: the retry record (DESIGN.md §5)."""
+    """A failed attempt of one consumer at one event: the retry record (docs/architecture.md, "Guarantees")."""
 
     class State(models.TextChoices):
         SCHEDULED = "scheduled"  # due at next_attempt_at

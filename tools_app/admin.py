@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from sentinai.ops import stuck
+from tools_app import stuck
 from tools_app.models import Tool, ToolExecution
 
 

@@ -43,7 +43,5 @@ def tool_execution_request(
     event = store.NewEvent(
         exception_id, "ToolExecutionRequested", {"execution_id": str(execution.id), "tool": tool.name, "params": params}
     )
-    (envelope,) = store.stage(tenant_id, streams, [event], producer="api")
-    store.write_events(tenant_id, [envelope])
-    store.write_streams(streams.values())
+    (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
     return execution, envelope

@@ -56,9 +56,7 @@ def scan_all_tenants(limit: int = 5000) -> dict:
                             event_id=ids.uuid5(EVENT_NAMESPACE, f"sla:{exception_id}:{kind}"),
                         )
                     )
-            envelopes = store.stage(tenant_id, streams, new_events, producer="sla")
-            store.write_events(tenant_id, envelopes)
-            store.write_streams(streams.values())
+            envelopes = store.append(tenant_id=tenant_id, events=new_events, producer="sla", streams=streams)
             announced += len(envelopes)
         for envelope in envelopes:
             kind = "imminent" if envelope.event_type == "SLAImminent" else "expired"
@@ -102,8 +100,6 @@ def timers_all_tenants(limit: int = 5000) -> int:
                 for event_id, (exception_id, run_id, position) in candidates.items()
                 if event_id not in existing
             ]
-            envelopes = store.stage(tenant_id, streams, new_events, producer="sla")
-            store.write_events(tenant_id, envelopes)
-            store.write_streams(streams.values())
+            envelopes = store.append(tenant_id=tenant_id, events=new_events, producer="sla", streams=streams)
             fired += len(envelopes)
     return fired

@@ -7,15 +7,15 @@ effect within KEY_CACHE_SECONDS.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from rest_framework import authentication, exceptions
 
+from sentinai.kernel.cache import TTLCache
 from sentinai.models import TenantAPIKey
 
 KEY_CACHE_SECONDS = 10.0
-_verified: dict[str, tuple[float, Principal]] = {}
+_verified: TTLCache[Principal] = TTLCache(ttl=KEY_CACHE_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +53,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 def verify(key: str) -> Principal | None:
-    now = time.monotonic()
-    hit = _verified.get(key)
-    if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
-        return hit[1]
+    # Unknown keys are not remembered: a key created a moment ago works at once.
+    return _verified.get_or_load(key, lambda: _verify(key), keep_none=False)
+
+
+def _verify(key: str) -> Principal | None:
     try:
         api_key = TenantAPIKey.objects.get_from_key(key)
     except TenantAPIKey.DoesNotExist:
         return None
     if api_key.has_expired:
         return None
-    principal = Principal(tenant_id=api_key.tenant_id, is_operator=api_key.is_operator, key_prefix=api_key.prefix)
-    if len(_verified) > 10_000:
-        _verified.clear()
-    _verified[key] = (now, principal)
-    return principal
+    return Principal(tenant_id=api_key.tenant_id, is_operator=api_key.is_operator, key_prefix=api_key.prefix)
 
 
 def forget_cached_keys() -> None:
-    _verified.clear()
+    _verified.forget()

@@ -9,7 +9,7 @@ from sentinai.eventstore.events import CATALOGUE, SUBSCRIBERS, SUBSCRIPTIONS
 HEADER = """# Event catalogue
 
 Generated from `sentinai/eventstore/events.py` by `python manage.py render_event_catalogue`; a test fails when
-this file and the code disagree. Every event is a row of `exception_event` (DESIGN.md §3): `event_id`,
+this file and the code disagree. Every event is a row of `exception_event` (the event store, docs/architecture.md): `event_id`,
 `event_type`, `tenant_id`, `exception_id` (the correlation id), a gap-free per-exception `sequence`,
 `causation_id`, `producer`, a schema-versioned `payload`, `metadata` and `recorded_at`.
 

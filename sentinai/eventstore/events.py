@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,7 +46,10 @@ def event(*, producers: tuple[str, ...], schema_version: int = 1):
     return register
 
 
+# The one definition of severity, lowest first: the catalogue's payloads, the domain packs and the
+# exception row's choices all use it.
 Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 # --- inbound ---------------------------------------------------------------------------------
 

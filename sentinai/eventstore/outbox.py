@@ -1,4 +1,8 @@
-"""Publishing the outbox: the only code that sends to the broker.
+"""The outbox: what is owed to agent queues, and the only code that sends to the broker.
+
+`offer` owes stored events to agent queues inside the appending transaction: one outbox row per batch
+of at most BATCH_SIZE events of one tenant for one queue. That is how new events (the event store's
+append), retries, released parked events and replays reach an agent.
 
 Fast path: after the appending transaction commits, its outbox rows are published (one message per
 row, a batch of events of one tenant for one agent queue) with publisher confirms, and stamped
@@ -15,24 +19,28 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
+import orjson
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu import pools as kombu_pools
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config.celery import app as celery_app
-from sentinai.eventstore import store
+from sentinai.eventstore import message
 from sentinai.eventstore.events import Envelope
-from sentinai.kernel import metrics
+from sentinai.eventstore.reader import load_envelopes
+from sentinai.kernel import bulk, metrics
 from sentinai.models import Outbox
 from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_VERSION = 1
 CONFIRM_TIMEOUT = 10.0
 # After a failed fast-path publish, leave publishing to the relay for this long, so requests do not
 # each wait on a broker that is down.
@@ -41,21 +49,63 @@ FAST_PATH_PAUSE_SECONDS = 5.0
 _paused_until = 0.0
 
 
-def task_name(queue: str) -> str:
-    return f"agents.{queue}.handle_batch"
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    tenant_id: str
+    queue: str
+    event_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, row: Outbox) -> OutboxRow:
+        return cls(id=row.id, tenant_id=row.tenant_id, queue=row.queue, event_ids=tuple(row.event_ids))
 
 
-def message_body(row: store.OutboxRow, events: Sequence[Envelope]) -> dict:
-    return {
-        "v": MESSAGE_VERSION,
-        "tenant_id": row.tenant_id,
-        "agent": row.queue,
-        "outbox_ids": [row.id],
-        "events": [e.to_message() for e in events],
-    }
+def offer(
+    tenant_id: str,
+    event_ids_by_queue: dict[str, Sequence[str]],
+    *,
+    envelopes: Sequence[Envelope] = (),
+) -> list[OutboxRow]:
+    """Owe stored events to agent queues: outbox rows (batches of at most BATCH_SIZE), published
+    after the caller's transaction commits. `envelopes` spares the publisher reading them back."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("the outbox is written only inside the caller's transaction")
+    batch_size = settings.SENTINAI["BATCH_SIZE"]
+    wanted = []
+    for queue, event_ids in event_ids_by_queue.items():
+        for start in range(0, len(event_ids), batch_size):
+            wanted.append(
+                {"tenant_id": tenant_id, "queue": queue, "event_ids": list(event_ids[start : start + batch_size])}
+            )
+    if not wanted:
+        return []
+    inserted = bulk.insert(Outbox, wanted, returning=["id", "queue", "event_ids"])
+    rows = [
+        OutboxRow(
+            id=row_id,
+            tenant_id=tenant_id,
+            queue=queue,
+            event_ids=tuple(orjson.loads(event_ids) if isinstance(event_ids, (str, bytes)) else event_ids),
+        )
+        for row_id, queue, event_ids in inserted
+    ]
+    transaction.on_commit(partial(publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
+    return rows
 
 
-def _send(rows: Sequence[store.OutboxRow], envelopes: dict[str, Envelope]) -> list[int]:
+def redrive(rows: Sequence[Outbox]) -> int:
+    """Publish these outbox rows again now, whatever their state (operators re-driving stuck work).
+    Consumers are idempotent, so a row that was in fact still queued is applied once. Returns rows sent."""
+    owed = [OutboxRow.of(r) for r in rows]
+    if not owed:
+        return 0
+    sent = _send(owed, _missing_envelopes(owed, {}))
+    _mark_published(sent)
+    return len(sent)
+
+
+def _send(rows: Sequence[OutboxRow], envelopes: dict[str, Envelope]) -> list[int]:
     """Send each row as one message; returns the ids of rows the broker confirmed."""
     sent = []
     try:
@@ -87,8 +137,8 @@ def _send_each(rows, envelopes, sent: list[int]) -> None:
                 logger.error("outbox row %s references events that are not stored; skipping it", row.id)
                 continue
             celery_app.send_task(
-                task_name(row.queue),
-                args=[message_body(row, events)],
+                message.task_name(row.queue),
+                args=[message.encode(tenant_id=row.tenant_id, agent=row.queue, outbox_ids=[row.id], events=events)],
                 # Celery would otherwise repr() the whole batch for monitoring.
                 argsrepr=f"<batch of {len(events)} events for {row.tenant_id}>",
                 kwargsrepr="{}",
@@ -101,14 +151,14 @@ def _send_each(rows, envelopes, sent: list[int]) -> None:
             sent.append(row.id)
 
 
-def _missing_envelopes(rows: Sequence[store.OutboxRow], known: dict[str, Envelope]) -> dict[str, Envelope]:
+def _missing_envelopes(rows: Sequence[OutboxRow], known: dict[str, Envelope]) -> dict[str, Envelope]:
     wanted: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         wanted[row.tenant_id].update(i for i in row.event_ids if i not in known)
     found = dict(known)
     for tenant_id, ids in wanted.items():
         if ids:
-            found.update(store.load_envelopes(tenant_id, ids))
+            found.update(load_envelopes(tenant_id, ids))
     return found
 
 
@@ -118,7 +168,7 @@ def _mark_published(ids: Sequence[int]) -> None:
     )
 
 
-def publish_after_commit(rows: Sequence[store.OutboxRow], envelopes: dict[str, Envelope]) -> None:
+def publish_after_commit(rows: Sequence[OutboxRow], envelopes: dict[str, Envelope]) -> None:
     """The fast path (an on_commit callback). Never raises: what it cannot publish the relay will."""
     global _paused_until
     if not rows or time.monotonic() < _paused_until:
@@ -176,14 +226,7 @@ def relay_all_tenants(limit: int = 500) -> int:
                     depth[row.queue] = _queue_depth(row.queue)
                 if depth[row.queue]:
                     continue
-            rows.append(
-                store.OutboxRow(
-                    id=row.id,
-                    tenant_id=row.tenant_id,
-                    queue=row.queue,
-                    event_ids=tuple(row.event_ids),
-                )
-            )
+            rows.append(OutboxRow.of(row))
         if not rows:
             return 0
         envelopes = _missing_envelopes(rows, {})

@@ -1,15 +1,18 @@
-"""The event store. `append` is the only way to emit an event.
+"""The event store. `append` is the one way to record events, for every producer.
 
 An append, inside the caller's transaction:
 1. locks the stream heads (exception_stream rows) of the events' exceptions, in id order so that
-   concurrent appends cannot deadlock, and takes the next gap-free per-exception `sequence`;
-2. records, for each agent subscribed to the event type, the previous event of the same exception
+   concurrent appends cannot deadlock, and takes the next gap-free per-exception `sequence` - or, for
+   handlers that already hold the locks of their whole batch (`lock_streams`), advances those;
+2. refuses an event whose producer its catalogue entry does not allow;
+3. records, for each agent subscribed to the event type, the previous event of the same exception
    that agent must apply first (`metadata.prev`) - the consumer framework's ordering gate;
-3. inserts the events and one outbox row per subscribed agent queue (a batch of event ids);
-4. registers the publication of those outbox rows for after the commit.
+4. inserts the events and owes them to the subscribed agent queues through the outbox (published
+   after commit);
+5. writes the new stream heads and the projection changes the caller made on its locked streams.
 
-Handlers use the same steps through `lock_streams` / `stage` / `write_events` / `write_streams`,
-because they already hold the locks for their whole batch. Ids are canonical strings (sentinai.kernel.ids).
+The projection a stream belongs to (the exception row) is owned by an app, which registers it with
+`register_projection` in its AppConfig.ready(). Ids are canonical strings (sentinai.kernel.ids).
 """
 
 from __future__ import annotations
@@ -17,17 +20,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
-from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, models
 
-from exceptions_app.models import ExceptionRecord
+from sentinai.eventstore import outbox
 from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
 from sentinai.kernel import bulk, ids
-from sentinai.models import ExceptionEvent, ExceptionStream, Outbox
+from sentinai.models import ExceptionEvent, ExceptionStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +61,29 @@ class Stream:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    tenant_id: str
-    queue: str
-    event_ids: tuple[str, ...]
-
-
 class StreamNotFound(LookupError):
     pass
+
+
+class ProducerNotAllowed(ValueError):
+    """The catalogue does not let this producer emit this event type."""
+
+
+_projection: type[models.Model] | None = None
+
+
+def register_projection(model: type[models.Model]) -> None:
+    """The model whose row (primary key = exception id) holds each stream's projection: the fields
+    handlers lock and read with `lock_streams`, and the `changes` they make. Registered once, by the
+    app that owns it."""
+    global _projection
+    _projection = model
+
+
+def projection() -> type[models.Model]:
+    if _projection is None:
+        raise RuntimeError("no projection registered with the event store (is exceptions_app installed?)")
+    return _projection
 
 
 def _require_transaction() -> None:
@@ -82,32 +96,9 @@ def _json(value: Any) -> Any:
 
 
 def open_streams(tenant_id: str, exception_ids: Iterable[str]) -> None:
-    """Start empty event streams for newly created exceptions (in their creating transaction)."""
+    """Start empty event streams for exceptions created in this transaction, to be appended to later."""
     _require_transaction()
-    bulk.insert(ExceptionStream, [{"exception": i, "tenant_id": tenant_id} for i in exception_ids])
-
-
-def start_streams(*, tenant_id: str, events: Sequence[NewEvent], producer: str) -> list[Envelope]:
-    """Start the event streams of newly created exceptions with their first events. The exceptions are
-    new in this transaction, so there is nothing to lock: each stream row is written once, with its
-    head after these events."""
-    _require_transaction()
-    streams = {e.exception_id: Stream(e.exception_id, 0, {}, {}) for e in events}
-    envelopes = stage(tenant_id, streams, events, producer)
-    write_events(tenant_id, envelopes)
-    bulk.insert(
-        ExceptionStream,
-        [
-            {
-                "exception": s.exception_id,
-                "tenant_id": tenant_id,
-                "last_sequence": s.last_sequence,
-                "consumer_heads": s.heads,
-            }
-            for s in streams.values()
-        ],
-    )
-    return envelopes
+    bulk.insert(ExceptionStream, [{"exception_id": i, "tenant_id": tenant_id} for i in exception_ids])
 
 
 def lock_streams(tenant_id: str, exception_ids: Iterable[str], fields: Sequence[str] = ()) -> dict[str, Stream]:
@@ -123,17 +114,16 @@ def lock_streams(tenant_id: str, exception_ids: Iterable[str], fields: Sequence[
         ExceptionStream.objects.filter(tenant_id=tenant_id, exception_id__in=wanted)
         .order_by("exception_id")
         .select_for_update()
-        .values("exception_id", "last_sequence", "consumer_heads", *[f"exception__{f}" for f in fields])
+        .values_list("exception_id", "last_sequence", "consumer_heads")
     )
-    return {
-        str(row["exception_id"]): Stream(
-            exception_id=str(row["exception_id"]),
-            last_sequence=row["last_sequence"],
-            heads=dict(row["consumer_heads"] or {}),
-            fields={f: row[f"exception__{f}"] for f in fields},
-        )
-        for row in rows
+    streams = {
+        str(xid): Stream(exception_id=str(xid), last_sequence=seq, heads=dict(heads or {}), fields={})
+        for xid, seq, heads in rows
     }
+    if fields and streams:
+        for row in projection().objects.filter(id__in=list(streams)).values("id", *fields):
+            streams[str(row.pop("id"))].fields = row
+    return streams
 
 
 def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) -> dict[str, Stream]:
@@ -150,7 +140,7 @@ def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) 
         for exception_id, last_sequence, heads in cursor:
             streams[exception_id] = Stream(exception_id, last_sequence, dict(_json(heads) or {}), {})
         if extra and streams:
-            meta = ExceptionRecord._meta
+            meta = projection()._meta
             fields = [meta.get_field(name) for name in extra]
             json_fields = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
             columns = ", ".join(f'"{f.column}"' for f in fields)
@@ -165,7 +155,7 @@ def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) 
     return streams
 
 
-def stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEvent], producer: str) -> list[Envelope]:
+def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEvent], producer: str) -> list[Envelope]:
     """Assign sequences and ordering metadata to new events (in memory, on locked streams)."""
     staged = []
     for new in new_events:
@@ -173,6 +163,10 @@ def stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEv
         if stream is None:
             raise StreamNotFound(f"exception {new.exception_id} of tenant {tenant_id} is not locked or does not exist")
         payload = validate_payload(new.event_type, new.payload)
+        if producer not in CATALOGUE[new.event_type].producers:
+            raise ProducerNotAllowed(
+                f"{producer!r} may not emit {new.event_type} (catalogue: {CATALOGUE[new.event_type].producers})"
+            )
         event_id = new.event_id or ids.new_id()
         stream.last_sequence += 1
         stream.appended = True
@@ -199,11 +193,10 @@ def stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEv
     return staged
 
 
-def write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> list[OutboxRow]:
-    """Insert staged events and their outbox rows; publish the rows after commit."""
+def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
+    """Insert staged events and owe them to their subscribers' queues (the outbox)."""
     if not envelopes:
-        return []
-    _require_transaction()
+        return
     bulk.insert(
         ExceptionEvent,
         [
@@ -226,39 +219,10 @@ def write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> list[OutboxRo
     for e in envelopes:
         for queue in subscribers(e.event_type):
             by_queue[queue].append(e.event_id)
-    return offer(tenant_id, by_queue, envelopes=envelopes)
+    outbox.offer(tenant_id, by_queue, envelopes=envelopes)
 
 
-def offer(
-    tenant_id: str,
-    event_ids_by_queue: dict[str, Sequence[str]],
-    *,
-    envelopes: Sequence[Envelope] = (),
-) -> list[OutboxRow]:
-    """Owe stored events to agent queues: outbox rows (batches of at most BATCH_SIZE), published
-    after commit. Also how retries, parked events and replays are re-offered."""
-    _require_transaction()
-    batch_size = settings.SENTINAI["BATCH_SIZE"]
-    wanted = []
-    for queue, event_ids in event_ids_by_queue.items():
-        for start in range(0, len(event_ids), batch_size):
-            wanted.append(
-                {"tenant_id": tenant_id, "queue": queue, "event_ids": list(event_ids[start : start + batch_size])}
-            )
-    if not wanted:
-        return []
-    inserted = bulk.insert(Outbox, wanted, returning=["id", "queue", "event_ids"])
-    rows = [
-        OutboxRow(id=row_id, tenant_id=tenant_id, queue=queue, event_ids=tuple(_json(event_ids)))
-        for row_id, queue, event_ids in inserted
-    ]
-    from sentinai.eventstore import outbox
-
-    transaction.on_commit(partial(outbox.publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
-    return rows
-
-
-def write_streams(streams: Iterable[Stream]) -> None:
+def _write_streams(streams: Iterable[Stream]) -> None:
     """Write the new stream heads, then the projection changes (one UPDATE per set of changed fields)."""
     heads = []
     changes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -266,7 +230,7 @@ def write_streams(streams: Iterable[Stream]) -> None:
         if stream.appended:
             heads.append(
                 {
-                    "exception": stream.exception_id,
+                    "exception_id": stream.exception_id,
                     "last_sequence": stream.last_sequence,
                     "consumer_heads": stream.heads,
                 }
@@ -274,52 +238,45 @@ def write_streams(streams: Iterable[Stream]) -> None:
         if stream.changes:
             row = {"id": stream.exception_id, **stream.changes}
             changes[tuple(row)].append(row)
-    bulk.update(ExceptionStream, "exception", heads)
+    bulk.update(ExceptionStream, "exception_id", heads)
     for rows in changes.values():
-        bulk.update(ExceptionRecord, "id", rows, touch="updated_at")
+        bulk.update(projection(), "id", rows, touch="updated_at")
 
 
-def append(*, tenant_id: str, events: Sequence[NewEvent], producer: str) -> list[Envelope]:
-    """Append events for one or many exceptions of one tenant, inside the caller's transaction."""
+def append(
+    *,
+    tenant_id: str,
+    events: Sequence[NewEvent],
+    producer: str,
+    streams: dict[str, Stream] | None = None,
+    new_streams: bool = False,
+) -> list[Envelope]:
+    """Record events of one tenant (for one or many exceptions) inside the caller's transaction.
+
+    streams: the locked streams of a handler's batch (`lock_streams`); they are advanced in place and
+    written with the projection changes made on them, even when `events` is empty. Without them the
+    streams of the events' exceptions are locked here. new_streams: the exceptions were created in
+    this transaction, so their streams start here (nothing to lock)."""
     _require_transaction()
-    streams = lock_streams(tenant_id, (e.exception_id for e in events))
-    envelopes = stage(tenant_id, streams, events, producer)
-    write_events(tenant_id, envelopes)
-    write_streams(streams.values())
-    return envelopes
-
-
-def load_envelopes(tenant_id: str, event_ids: Iterable[str]) -> dict[str, Envelope]:
-    """Read stored events (for the relay, retries and replays)."""
-    wanted = list(event_ids)
-    if not wanted:
-        return {}
-    rows = ExceptionEvent.objects.filter(tenant_id=tenant_id, event_id__in=wanted).values_list(
-        "event_id",
-        "event_type",
-        "exception_id",
-        "sequence",
-        "causation_id",
-        "producer",
-        "payload",
-        "schema_version",
-        "metadata",
-        "recorded_at",
-    )
-    envelopes = {}
-    for row in rows:
-        envelope = Envelope(
-            event_id=str(row[0]),
-            event_type=row[1],
-            tenant_id=tenant_id,
-            exception_id=str(row[2]),
-            sequence=row[3],
-            causation_id=str(row[4]) if row[4] else None,
-            producer=row[5],
-            payload=row[6],
-            schema_version=row[7],
-            metadata=row[8] or {},
-            recorded_at=row[9],
+    if new_streams:
+        streams = {e.exception_id: Stream(e.exception_id, 0, {}, {}) for e in events}
+    elif streams is None:
+        streams = lock_streams(tenant_id, (e.exception_id for e in events))
+    envelopes = _stage(tenant_id, streams, events, producer)
+    _write_events(tenant_id, envelopes)
+    if new_streams:
+        bulk.insert(
+            ExceptionStream,
+            [
+                {
+                    "exception_id": s.exception_id,
+                    "tenant_id": tenant_id,
+                    "last_sequence": s.last_sequence,
+                    "consumer_heads": s.heads,
+                }
+                for s in streams.values()
+            ],
         )
-        envelopes[envelope.event_id] = envelope
+    else:
+        _write_streams(streams.values())
     return envelopes

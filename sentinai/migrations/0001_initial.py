@@ -12,15 +12,16 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('exceptions_app', '0001_initial'),
-    ]
+    # The stream row was first declared as a one-to-one key to exceptions_app's exception row, making the
+    # core's migrations depend on the app's. It is a plain uuid key now (the core depends on no app); a
+    # database migrated before keeps the old foreign-key constraint, which is harmless.
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
             name='ExceptionStream',
             fields=[
-                ('exception', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='stream', serialize=False, to='exceptions_app.exceptionrecord')),
+                ('exception_id', models.UUIDField(primary_key=True, serialize=False)),
                 ('tenant_id', models.CharField(max_length=63)),
                 ('last_sequence', models.PositiveIntegerField(db_default=0)),
                 ('consumer_heads', models.JSONField(db_default={})),

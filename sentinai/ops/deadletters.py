@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from django.db.models import QuerySet
 
-from sentinai.eventstore import store
+from sentinai.eventstore import outbox
 from sentinai.models import DeadLetter, ParkedEvent, ProcessedEvent, delivery_key
 from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 
@@ -93,7 +93,7 @@ def replay(letters: Iterable[DeadLetter]) -> int:
         with tenant_scope(letter.tenant_id):
             if letter.source == DeadLetter.Source.HANDLER:
                 ProcessedEvent.objects.of(letter.consumer, event_ids).delete()
-            store.offer(letter.tenant_id, {letter.consumer: event_ids})
+            outbox.offer(letter.tenant_id, {letter.consumer: event_ids})
             DeadLetter.objects.filter(pk=letter.pk).update(
                 status=DeadLetter.Status.REPLAYED, replay_count=letter.replay_count + 1
             )
@@ -118,7 +118,7 @@ def discard(letters: Iterable[DeadLetter]) -> int:
                 waiting = list(ParkedEvent.objects.filter(waiting_key=key).values_list("id", "event_id"))
                 if waiting:
                     ParkedEvent.objects.filter(id__in=[w[0] for w in waiting]).delete()
-                    store.offer(letter.tenant_id, {letter.consumer: [str(w[1]) for w in waiting]})
+                    outbox.offer(letter.tenant_id, {letter.consumer: [str(w[1]) for w in waiting]})
             DeadLetter.objects.filter(pk=letter.pk).update(status=DeadLetter.Status.DISCARDED)
         count += 1
     return count

@@ -6,48 +6,69 @@
 - tool executions `running` for longer than a threshold (the worker holding the call died and the
   message was dead-lettered by the broker, say).
 Re-driving is always safe: consumers are idempotent and tool calls carry their idempotency key.
+
+The core knows the first two; an app registers its own kinds (tools_app: running tool executions) in
+its AppConfig.ready(), and operators' tools (the admin, `manage.py redrive_stuck_work`) go through
+`kinds()`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.utils import timezone
 
-from sentinai.eventstore import outbox, store
-from sentinai.models import ExceptionEvent, Outbox, ParkedEvent, ProcessedEvent
-from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
+from sentinai.eventstore import outbox
+from sentinai.models import Outbox, ParkedEvent
+from sentinai.tenancy.scope import all_tenants_scope
 
 DEFAULT_THRESHOLD_SECONDS = 300
 
 
-def _before(seconds: float):
+def before(seconds: float):
+    """The moment `seconds` ago: rows last touched before it count as stuck."""
     return timezone.now() - timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class StuckKind:
+    """A kind of work that can get stuck: how to find it (all tenants), say it, and re-drive it."""
+
+    label: str  # "outbox batches": the listing's noun
+    find: Callable[[float], list[Any]]
+    describe: Callable[[Any], str]
+    redrive: Callable[[list[Any]], int]
+
+
+_KINDS: dict[str, StuckKind] = {}
+
+
+def register(kind: StuckKind) -> None:
+    _KINDS[kind.label] = kind
+
+
+def kinds() -> list[StuckKind]:
+    return list(_KINDS.values())
 
 
 def stuck_outbox_all_tenants(older_than: float = DEFAULT_THRESHOLD_SECONDS):
     with all_tenants_scope():
-        return list(Outbox.objects.filter(created_at__lt=_before(older_than)).order_by("created_at"))
+        return list(Outbox.objects.filter(created_at__lt=before(older_than)).order_by("created_at"))
 
 
 def redrive_outbox_all_tenants(ids: list[int]) -> int:
     """Publish these outbox batches again now (whatever the relay would have waited for)."""
     with all_tenants_scope():
-        rows = [
-            store.OutboxRow(id=r.id, tenant_id=r.tenant_id, queue=r.queue, event_ids=tuple(r.event_ids))
-            for r in Outbox.objects.filter(id__in=ids)
-        ]
-        if not rows:
-            return 0
-        sent = outbox._send(rows, outbox._missing_envelopes(rows, {}))
-        outbox._mark_published(sent)
-    return len(sent)
+        return outbox.redrive(list(Outbox.objects.filter(id__in=ids)))
 
 
 def stuck_parked_all_tenants(older_than: float = DEFAULT_THRESHOLD_SECONDS):
     with all_tenants_scope():
-        return list(ParkedEvent.objects.filter(parked_at__lt=_before(older_than)).order_by("parked_at"))
+        return list(ParkedEvent.objects.filter(parked_at__lt=before(older_than)).order_by("parked_at"))
 
 
 def reoffer_parked_all_tenants(ids: list[int]) -> int:
@@ -59,38 +80,25 @@ def reoffer_parked_all_tenants(ids: list[int]) -> int:
         for _, tenant_id, consumer, event_id in rows:
             grouped[tenant_id][consumer].append(str(event_id))
         for tenant_id, by_consumer in grouped.items():
-            store.offer(tenant_id, by_consumer)
+            outbox.offer(tenant_id, by_consumer)
     return len(rows)
 
 
-def stuck_tool_executions_all_tenants(older_than: float = DEFAULT_THRESHOLD_SECONDS):
-    from tools_app.models import ExecutionStatus, ToolExecution
-
-    with all_tenants_scope():
-        return list(
-            ToolExecution.objects.filter(status=ExecutionStatus.RUNNING, updated_at__lt=_before(older_than)).order_by(
-                "updated_at"
-            )
-        )
-
-
-def redrive_tool_executions(executions) -> int:
-    """Offer each execution's ToolExecutionRequested to the tool agent again (same idempotency key)."""
-    count = 0
-    for execution in executions:
-        with tenant_scope(execution.tenant_id):
-            event_id = (
-                ExceptionEvent.objects.filter(
-                    exception_id=execution.exception_id,
-                    event_type="ToolExecutionRequested",
-                    payload__execution_id=str(execution.id),
-                )
-                .values_list("event_id", flat=True)
-                .first()
-            )
-            if event_id is None:
-                continue
-            ProcessedEvent.objects.of("tool", [str(event_id)]).delete()
-            store.offer(execution.tenant_id, {"tool": [str(event_id)]})
-            count += 1
-    return count
+register(
+    StuckKind(
+        label="outbox batches",
+        find=stuck_outbox_all_tenants,
+        describe=lambda r: (
+            f"outbox #{r.id} {r.tenant_id} -> {r.queue}: {len(r.event_ids)} events, created {r.created_at:%Y-%m-%d %H:%M:%S}"
+        ),
+        redrive=lambda rows: redrive_outbox_all_tenants([r.id for r in rows]),
+    )
+)
+register(
+    StuckKind(
+        label="parked events",
+        find=stuck_parked_all_tenants,
+        describe=lambda r: f"parked {r.consumer} {r.event_id} ({r.tenant_id}) waits for {r.waiting_for}",
+        redrive=lambda rows: reoffer_parked_all_tenants([r.id for r in rows]),
+    )
+)

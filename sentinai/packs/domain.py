@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,10 +25,11 @@ from django.conf import settings
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentinai.eventstore.events import Severity
+from sentinai.kernel.cache import TTLCache
 from sentinai.models import DomainPack, Tenant
 
 JsonType = Literal["string", "number", "integer", "boolean", "object", "array"]
-Severity = Literal["low", "medium", "high", "critical"]
 NAME = r"^[A-Za-z][A-Za-z0-9_]{0,99}$"
 
 
@@ -260,7 +261,8 @@ def install(pack: Pack, source: str = "") -> tuple[DomainPack, bool]:
         checksum=checksum,
         source=source,
     )
-    _cache.clear()
+    _versions.forget()
+    _latest.forget()
     return row, True
 
 
@@ -290,34 +292,33 @@ def ensure_loaded(name: str) -> DomainPack:
 
 # --- what agents read --------------------------------------------------------------------------
 
-_cache: dict[tuple[str, int], tuple[float, Pack]] = {}
-_latest: dict[str, tuple[float, int]] = {}
+# A pack version never changes once loaded: kept an hour. The latest version may: looked up again
+# every CACHE_SECONDS.
 CACHE_SECONDS = 30.0
+_versions: TTLCache[Pack] = TTLCache(ttl=3600.0, maxsize=1_000)
+_latest: TTLCache[int | None] = TTLCache(ttl=CACHE_SECONDS, maxsize=1_000)
 
 
 def pack_version(name: str, version: int) -> Pack:
-    """A loaded pack version (immutable, so cached for the life of the process)."""
-    key = (name, version)
-    hit = _cache.get(key)
-    if hit is not None:
-        return hit[1]
+    """A loaded pack version (immutable, so cached)."""
+    return _versions.get_or_load((name, version), lambda: _load_version(name, version))
+
+
+def _load_version(name: str, version: int) -> Pack:
     row = DomainPack.objects.filter(name=name, version=version).values_list("definition", flat=True).first()
     if row is None:
         raise PackError(f"pack {name!r} version {version} is not loaded")
-    pack = Pack.model_validate(row)
-    _cache[key] = (time.monotonic(), pack)
-    return pack
+    return Pack.model_validate(row)
 
 
 def latest_version(name: str) -> int:
-    now = time.monotonic()
-    hit = _latest.get(name)
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    version = DomainPack.objects.filter(name=name).order_by("-version").values_list("version", flat=True).first()
+    version = _latest.get_or_load(
+        name,
+        lambda: DomainPack.objects.filter(name=name).order_by("-version").values_list("version", flat=True).first(),
+        keep_none=False,
+    )
     if version is None:
         raise PackError(f"no domain pack {name!r} is loaded")
-    _latest[name] = (now, version)
     return version
 
 
@@ -330,75 +331,29 @@ def tenant_pack(tenant: Tenant) -> Pack:
 # --- binding a tenant --------------------------------------------------------------------------
 
 
+# A binder materialises a pack version as one app's rows for a tenant (tools_app: tool rows,
+# playbooks_app: playbooks and steps) and says how many it created. Apps register theirs in
+# AppConfig.ready(), so the core knows no app's tables.
+Binder = Callable[[Tenant, Pack, int], dict[str, int]]
+_binders: dict[str, Binder] = {}
+
+
+def register_binder(name: str, binder: Binder) -> None:
+    _binders[name] = binder
+
+
 def bind(tenant: Tenant) -> dict[str, int]:
     """Materialise the tenant's pack version as its playbook and tool rows (idempotent), applying the
-    tenant's overrides (overrides["tools"][name] replaces fields of a tool). Rows of older versions stay
-    for the runs that use them, inactive."""
-    from playbooks_app.models import Playbook as PlaybookRow
-    from playbooks_app.models import PlaybookStep
+    tenant's overrides. Rows of older versions stay for the runs that use them, inactive."""
     from sentinai.tenancy.scope import tenant_scope
-    from tools_app.models import Tool as ToolRow
 
     row = ensure_loaded(tenant.domain_pack)
     version = int((tenant.overrides or {}).get("pack_version") or row.version)
     pack = pack_version(tenant.domain_pack, version)
-    created = {"playbooks": 0, "tools": 0}
-    tool_overrides = (tenant.overrides or {}).get("tools") or {}
+    created: dict[str, int] = {}
     with tenant_scope(tenant.id), transaction.atomic():
-        for name, tool in pack.tools.items():
-            if name in tool_overrides:
-                # e.g. the tenant's own webhook URL; validated like the pack's own definition
-                tool = Tool.model_validate({**tool.model_dump(mode="json"), **tool_overrides[name]})
-            _, made = ToolRow.objects.update_or_create(
-                tenant=tenant,
-                name=name,
-                version=version,
-                defaults={
-                    "kind": tool.kind,
-                    "description": tool.description,
-                    "config": tool.model_dump(mode="json", exclude={"kind", "description", "max_attempts"}),
-                    "auto_approved": name in pack.policies.auto_tools,
-                    "max_attempts": tool.max_attempts,
-                    "is_active": True,
-                },
-            )
-            created["tools"] += made
-        ToolRow.objects.filter(tenant=tenant).exclude(version=version).update(is_active=False)
-        for spec in pack.playbooks:
-            playbook, made = PlaybookRow.objects.get_or_create(
-                tenant=tenant,
-                name=spec.name,
-                version=version,
-                defaults={
-                    "pack": pack.name,
-                    "pack_version": version,
-                    "description": spec.description,
-                    "match": spec.match.model_dump(mode="json", by_alias=True, exclude_none=True),
-                    "priority": spec.priority,
-                },
-            )
-            if made:
-                PlaybookStep.objects.bulk_create(
-                    [
-                        PlaybookStep(
-                            playbook=playbook,
-                            tenant=tenant,
-                            position=position,
-                            name=step.name,
-                            action=step.action,
-                            tool=step.tool or "",
-                            params=step.params,
-                            condition=step.when.model_dump(mode="json", by_alias=True, exclude_none=True)
-                            if step.when
-                            else {},
-                        )
-                        for position, step in enumerate(spec.steps, start=1)
-                    ]
-                )
-                created["playbooks"] += 1
-            elif not playbook.is_active:
-                PlaybookRow.objects.filter(pk=playbook.pk).update(is_active=True)
-        PlaybookRow.objects.filter(tenant=tenant).exclude(version=version).update(is_active=False)
+        for binder in _binders.values():
+            created.update(binder(tenant, pack, version))
     return created
 
 

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
+from sentinai.kernel.cache import TTLCache
 from sentinai.models import DomainPack, Tenant
 from sentinai.packs import pii
 
 CACHE_SECONDS = 30.0
-_cache: dict[tuple[str, str], tuple[float, pii.Rules]] = {}
+_rules: TTLCache[pii.Rules] = TTLCache(ttl=CACHE_SECONDS)
 
 
 def pii_rules_for(tenant: Tenant) -> pii.Rules:
     """PII fields and national-id patterns of the latest loaded version of the tenant's pack, plus the
     tenant's overrides (overrides["pii"] = {"fields": [...], "patterns": [...]})."""
-    key = (tenant.id, tenant.domain_pack)
-    now = time.monotonic()
-    hit = _cache.get(key)
-    if hit and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
+    return _rules.get_or_load((tenant.id, tenant.domain_pack), lambda: _load_rules(tenant))
+
+
+def _load_rules(tenant: Tenant) -> pii.Rules:
     definition = (
         DomainPack.objects.filter(name=tenant.domain_pack)
         .order_by("-version")
@@ -28,9 +26,7 @@ def pii_rules_for(tenant: Tenant) -> pii.Rules:
     )
     declared = definition.get("pii") or {}
     extra = (tenant.overrides or {}).get("pii") or {}
-    rules = pii.Rules.of(
+    return pii.Rules.of(
         fields=[*declared.get("fields", []), *extra.get("fields", [])],
         patterns=[*declared.get("patterns", []), *extra.get("patterns", [])],
     )
-    _cache[key] = (now, rules)
-    return rules

@@ -1,4 +1,4 @@
-"""The batch consumer framework: how every agent runs (DESIGN.md §5).
+"""The batch consumer framework: how every agent runs (docs/architecture.md, "The unit of transport: batches").
 
 One broker message carries a batch of events of one tenant for one agent. `handle_batch` processes it
 in one database transaction, scoped to the tenant:
@@ -33,14 +33,16 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Max
 from django.utils import timezone
 
-from sentinai.eventstore import store
+from sentinai.eventstore import outbox, store
 from sentinai.eventstore.events import (
-    SUBSCRIPTIONS,
     DeadLettered,
     Envelope,
     RetryScheduled,
     derived_event_id,
 )
+
+# The message format is the event store's; re-exported for the task runner (consumer.decode, ...).
+from sentinai.eventstore.message import IncomingBatch, PoisonMessage, decode, merge  # noqa: F401
 from sentinai.kernel import bulk, ids
 from sentinai.kernel.logs import log_context
 from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, delivery_key
@@ -51,46 +53,10 @@ from sentinai.tenancy.scope import tenant_scope
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_VERSION = 1
 # A bulk write that fails for a data reason falls back to per-exception writes; a lost connection
 # or a deadlock fails the batch (the broker redelivers it).
 _WRITE_ERRORS = (DatabaseError,)
 _CONNECTION_ERRORS = (OperationalError, InterfaceError)
-
-
-class PoisonMessage(ValueError):
-    """The message is not a batch this agent can read; it is dead-lettered whole."""
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingBatch:
-    tenant_id: str
-    agent: str
-    outbox_ids: list[int]
-    events: list[Envelope]
-
-
-def decode(agent: str, body: Any) -> IncomingBatch:
-    """Validate a message body; anything unexpected is a PoisonMessage."""
-    try:
-        if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION:
-            raise PoisonMessage(f"unsupported message (version {body.get('v') if isinstance(body, dict) else None!r})")
-        if body.get("agent") != agent:
-            raise PoisonMessage(f"message for agent {body.get('agent')!r} delivered to {agent!r}")
-        tenant_id = body["tenant_id"]
-        if not isinstance(tenant_id, str) or not tenant_id or tenant_id == "*":
-            raise PoisonMessage("message names no tenant")
-        outbox_ids = [int(i) for i in body.get("outbox_ids") or []]
-        events = [Envelope.from_message(tenant_id, e) for e in body["events"]]
-    except PoisonMessage:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PoisonMessage(f"undecodable batch: {type(exc).__name__}: {exc}") from exc
-    wanted = SUBSCRIPTIONS.get(agent, frozenset())
-    stray = [e.event_type for e in events if e.event_type not in wanted]
-    if stray:
-        raise PoisonMessage(f"agent {agent!r} does not consume {sorted(set(stray))}")
-    return IncomingBatch(tenant_id=tenant_id, agent=agent, outbox_ids=outbox_ids, events=events)
 
 
 @dataclass(slots=True)
@@ -125,18 +91,6 @@ class _Outcome:
 def handle_batch(agent: Agent, body: Any) -> Report:
     """Process one message for `agent`. Raises PoisonMessage for a message that cannot be read."""
     return handle_incoming(agent, decode(agent.name, body))
-
-
-def merge(first: IncomingBatch, second: IncomingBatch) -> IncomingBatch:
-    """Two batches of one tenant for one agent as one (coalescing)."""
-    if (first.tenant_id, first.agent) != (second.tenant_id, second.agent):
-        raise ValueError("only batches of the same tenant and agent merge")
-    return IncomingBatch(
-        tenant_id=first.tenant_id,
-        agent=first.agent,
-        outbox_ids=[*first.outbox_ids, *second.outbox_ids],
-        events=[*first.events, *second.events],
-    )
 
 
 def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
@@ -378,9 +332,7 @@ def _write(
         # Exceptions that reached a terminal state leave the tenant's in-flight count.
         transaction.on_commit(partial(admission.release, tenant_id, closed), robust=True)
 
-    envelopes = store.stage(tenant_id, streams, new_events, producer=agent.name)
-    store.write_events(tenant_id, envelopes)
-    store.write_streams(streams.values())
+    envelopes = store.append(tenant_id=tenant_id, events=new_events, producer=agent.name, streams=streams)
     report.emitted += len(envelopes)
     applied_ids = [cause.event_id for cause, _, _ in applied]
     report.applied += len(applied_ids)
@@ -415,7 +367,7 @@ def _consume_and_release(consumer: str, tenant_id: str, outbox_ids: list[int], a
             cursor.execute(f"DELETE FROM parked_event WHERE waiting_key {clause} RETURNING event_id", params)
             released = [_id(row[0]) for row in cursor.fetchall()]
     if released:
-        store.offer(tenant_id, {consumer: released})
+        outbox.offer(tenant_id, {consumer: released})
     return len(released)
 
 

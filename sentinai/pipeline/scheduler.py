@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from sentinai.eventstore import outbox, store
+from sentinai.eventstore import outbox
 from sentinai.models import EventAttempt, ParkedEvent, ProcessedEvent
 from sentinai.tenancy.scope import all_tenants_scope
 
@@ -52,7 +52,7 @@ def _offer_grouped(rows) -> None:
     for tenant_id, consumer, event_id in rows:
         grouped[tenant_id][consumer].append(str(event_id))
     for tenant_id, by_consumer in grouped.items():
-        store.offer(tenant_id, by_consumer)
+        outbox.offer(tenant_id, by_consumer)
 
 
 def tick_all_tenants() -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -162,24 +163,25 @@ def release(tenant_id: str, count: int) -> None:
         backend().release(tenant_id, count)
 
 
+# Counts of open (in-flight) exceptions per tenant, all tenants at once: registered by the app that
+# owns the exception rows (exceptions_app) in its AppConfig.ready().
+_open_counts: Callable[[], dict[str, int]] | None = None
+
+
+def register_open_counts(counter: Callable[[], dict[str, int]]) -> None:
+    global _open_counts
+    _open_counts = counter
+
+
 def reconcile_all_tenants() -> dict[str, int]:
     """Re-count open exceptions per tenant from the database and store the counts.
 
-    Runs on the scheduler every ADMISSION_RECONCILE_SECONDS. Reads the partial index of open
-    exceptions (exception_open). Exceptions admitted or closed between the count and the store are
-    off by one each until the next run (the cap briefly a little loose or tight), never longer."""
-    from django.db.models import Count
-
-    from exceptions_app.models import ExceptionRecord
-    from sentinai.tenancy.scope import all_tenants_scope
-
-    with all_tenants_scope():
-        counts = dict(
-            ExceptionRecord.objects.filter(closed_at__isnull=True)
-            .values_list("tenant_id")
-            .annotate(n=Count("id"))
-            .values_list("tenant_id", "n")
-        )
+    Runs on the scheduler every ADMISSION_RECONCILE_SECONDS. Exceptions admitted or closed between the
+    count and the store are off by one each until the next run (the cap briefly a little loose or
+    tight), never longer."""
+    if _open_counts is None:
+        raise RuntimeError("no open-exception counter registered (is exceptions_app installed?)")
+    counts = _open_counts()
     for tenant_id in Tenant.objects.values_list("id", flat=True):
         backend().set_in_flight(tenant_id, counts.get(tenant_id, 0))
     return counts

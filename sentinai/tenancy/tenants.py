@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import time
-
+from sentinai.kernel.cache import TTLCache
 from sentinai.models import Tenant
 
 TTL_SECONDS = 5.0
-_cache: dict[str, tuple[float, Tenant | None]] = {}
+_tenants: TTLCache[Tenant | None] = TTLCache(ttl=TTL_SECONDS)
 
 
 def get(tenant_id: str) -> Tenant | None:
     """The tenant, read at most every TTL_SECONDS per process (limits and packs change rarely)."""
-    now = time.monotonic()
-    hit = _cache.get(tenant_id)
-    if hit is not None and now - hit[0] < TTL_SECONDS:
-        return hit[1]
-    tenant = Tenant.objects.filter(pk=tenant_id).first()
-    _cache[tenant_id] = (now, tenant)
-    return tenant
+    return _tenants.get_or_load(tenant_id, lambda: Tenant.objects.filter(pk=tenant_id).first())
 
 
 def forget(tenant_id: str | None = None) -> None:
     if tenant_id is None:
-        _cache.clear()
+        _tenants.forget()
     else:
-        _cache.pop(tenant_id, None)
+        _tenants.forget(tenant_id)

@@ -22,7 +22,7 @@ from kombu import Producer
 from config import routing
 from config.celery import app as celery_app
 from exceptions_app.models import ExceptionRecord
-from sentinai.eventstore import outbox, store
+from sentinai.eventstore import message, outbox, store
 from sentinai.models import DeadLetter, EventAttempt, ExceptionEvent, Outbox, ParkedEvent, ProcessedEvent
 from sentinai.pipeline import scheduler
 from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
@@ -52,12 +52,12 @@ def append_many(exception_ids, kind="x") -> list:
         return store.append(
             tenant_id=TENANT,
             events=[store.NewEvent(i, "TriageRequested", {"exception_type": kind}) for i in exception_ids],
-            producer="api",
+            producer="intake",
         )
 
 
 def publish_body(queue: str, body: dict) -> None:
-    celery_app.send_task(outbox.task_name(queue), args=[body], queue=queue, routing_key=queue)
+    celery_app.send_task(message.task_name(queue), args=[body], queue=queue, routing_key=queue)
 
 
 def all_applied_once(exception_ids) -> bool:
@@ -78,10 +78,7 @@ def test_a_message_delivered_twice_takes_effect_once(tenant, log_dir):
     with tenant_scope(TENANT):
         row = Outbox.objects.get(queue="triage")
     # The fast path already published the batch; the broker now delivers a second copy.
-    body = outbox.message_body(
-        store.OutboxRow(id=row.id, tenant_id=TENANT, queue="triage", event_ids=tuple(e.event_id for e in envelopes)),
-        envelopes,
-    )
+    body = message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[row.id], events=envelopes)
     publish_body("triage", body)
     with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
         wait_until(lambda: count(ProcessedEvent, consumer="policy") == 20, 30)
@@ -117,7 +114,7 @@ def test_events_of_one_exception_published_shuffled_are_applied_in_sequence_orde
             events = store.append(
                 tenant_id=TENANT,
                 events=[store.NewEvent(exception_id, "TriageRequested", {"exception_type": "x"}) for _ in range(5)],
-                producer="api",
+                producer="intake",
             )
             # Only the shuffled single-event messages below deliver these events.
             Outbox.objects.all().delete()
@@ -126,9 +123,7 @@ def test_events_of_one_exception_published_shuffled_are_applied_in_sequence_orde
         while shuffled == events:
             random.shuffle(shuffled)
         for event in shuffled:
-            body = outbox.message_body(
-                store.OutboxRow(id=0, tenant_id=TENANT, queue="triage", event_ids=(event.event_id,)), [event]
-            )
+            body = message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[0], events=[event])
             publish_body("triage", body)
         with (
             WorkerProcess(["triage"], name="a", log_dir=log_dir, agents=IMPLEMENTATIONS),
@@ -177,7 +172,7 @@ def test_one_failing_event_never_fails_its_batch_and_is_retried_then_dead_letter
         envelopes = store.append(
             tenant_id=TENANT,
             events=[store.NewEvent(i, "TriageRequested", {"exception_type": "boom" if i == bad else "x"}) for i in ids],
-            producer="api",
+            producer="intake",
         )
     bad_event = next(e for e in envelopes if e.exception_id == bad)
     policy = '{"triage": {"base_seconds": 0.4, "factor": 2, "cap_seconds": 30, "max_attempts": 4}}'

@@ -43,7 +43,7 @@ def test_event_store_rejects_update_and_delete(alias):
             cursor.execute(statement, [event.event_id])
     with all_tenants_scope():
         stored = ExceptionEvent.objects.get(event_id=event.event_id)
-    assert stored.producer == "api"
+    assert stored.producer == "intake"  # as appended, not "forged"
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "owner"])

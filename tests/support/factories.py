@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.eventstore import store
-from sentinai.eventstore.events import Envelope
+from sentinai.eventstore.events import CATALOGUE, Envelope
 from sentinai.models import Tenant
 from sentinai.tenancy.scope import tenant_scope
 
@@ -30,7 +30,9 @@ def make_exceptions(tenant_id: str, count: int, *, source: str = "test") -> list
     return ids
 
 
-def append(tenant_id: str, exception_id: str, event_type: str, payload: dict, producer: str = "api") -> Envelope:
+def append(tenant_id: str, exception_id: str, event_type: str, payload: dict, producer: str | None = None) -> Envelope:
+    """Append one event as its first allowed producer (the catalogue's) unless told otherwise."""
+    producer = producer or CATALOGUE[event_type].producers[0]
     with tenant_scope(tenant_id):
         (envelope,) = store.append(
             tenant_id=tenant_id,
