@@ -99,7 +99,8 @@ class DeclareTopology(bootsteps.StartStopStep):
 
 _configure(app)
 app.steps["consumer"].add(DeclareTopology)
-app.autodiscover_tasks(lambda: ["sentinai.pipeline", *(f"agents.{name}" for name in routing.AGENTS)])
+# sentinai.pipeline.tasks generates every agent's batch task from the routing table; agents.sla adds its scan.
+app.autodiscover_tasks(lambda: ["sentinai.pipeline", "agents.sla"])
 
 
 @worker_init.connect

@@ -1,14 +1,19 @@
-"""Reads of the exceptions API: database projections only, never an agent."""
+"""Reads of the exceptions API (database projections only, never an agent), and what agents load."""
 
 from __future__ import annotations
 
+import importlib
+from collections import Counter
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent
+from sentinai.packs.conditions import exception_view
 
 FIELDS = (
     "id",
@@ -168,3 +173,65 @@ def open_exception_counts_all_tenants() -> dict[str, int]:
             .annotate(n=Count("id"))
             .values_list("tenant_id", "n")
         )
+
+
+# --- loaders of the agents (plain data, for decisions) ------------------------------------------
+
+
+def exception_views(*, exception_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The condition/template view of each exception (what a tool's URL and body are rendered from)."""
+    return {
+        str(r["id"]): exception_view(str(r["id"]), r)
+        for r in ExceptionRecord.objects.filter(id__in=exception_ids).values(
+            "id", "exception_type", "severity", "status", "normalized", "payload"
+        )
+    }
+
+
+@cache
+def _classifier(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+def triage_settings() -> dict[str, Any]:
+    """The configured classifier (SENTINAI["CLASSIFIER"], "module:Class") and the fraction of the SLA
+    window after which an exception is imminent."""
+    return {
+        "classifier": _classifier(settings.SENTINAI.get("CLASSIFIER", "agents.triage.logic:RulesClassifier")),
+        "imminent_fraction": settings.SENTINAI["SLA_IMMINENT_FRACTION"],
+    }
+
+
+# The two loaders below read playbooks_app's tables. playbooks_app imports this module, so its models
+# are imported when called, not when this module loads.
+
+
+def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's active playbooks in matching order (priority, then name), each with the tools its
+    tool and notify steps use."""
+    from playbooks_app.models import Playbook, PlaybookStep
+
+    playbooks = list(
+        Playbook.objects.filter(tenant_id=tenant_id, is_active=True)
+        .order_by("-priority", "name")
+        .values("id", "name", "version", "match")
+    )
+    tools: dict[Any, set[str]] = {p["id"]: set() for p in playbooks}
+    for playbook_id, tool in PlaybookStep.objects.filter(
+        playbook_id__in=list(tools), action__in=("tool", "notify")
+    ).values_list("playbook_id", "tool"):
+        tools[playbook_id].add(tool)
+    return [{**p, "id": str(p["id"]), "tools": tools[p["id"]]} for p in playbooks]
+
+
+def succeeded_step_counts(*, exception_ids: list[str]) -> Counter[str]:
+    """How many playbook steps succeeded for each exception (over all its runs)."""
+    from playbooks_app.models import PlaybookRunStep, StepStatus
+
+    return Counter(
+        str(x)
+        for x in PlaybookRunStep.objects.filter(
+            run__exception_id__in=exception_ids, status=StepStatus.SUCCEEDED
+        ).values_list("run__exception_id", flat=True)
+    )

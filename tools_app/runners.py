@@ -28,6 +28,22 @@ class Outcome:
     request: dict | None = None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt of an execution did, handed from the tool agent's perform to its decide."""
+
+    outcome: Outcome
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class AlreadyFinished:
+    """No attempt was made: the execution had already ended (a repeated request)."""
+
+    status: str
+
+
 def _host_allowed(url: str, allowed: list[str]) -> bool:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

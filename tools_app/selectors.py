@@ -1,11 +1,12 @@
-"""Reads of tool executions (projection only)."""
+"""Reads of tools and tool executions (projection only)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from tools_app.models import ToolExecution
+from tools_app.models import ExecutionStatus, Tool, ToolExecution
 
 FIELDS = (
     "id",
@@ -61,3 +62,34 @@ def execution_get(*, execution_id: str) -> dict[str, Any] | None:
 
 def parse_position(position: dict[str, Any]) -> dict[str, Any]:
     return {"c": datetime.fromisoformat(position["c"]), "i": str(position["i"])}
+
+
+# --- loaders of the agents (plain data, for decisions) ------------------------------------------
+
+
+def auto_approved_tool_names(*, tenant_id: str) -> set[str]:
+    """The tenant's active tools that may run without a human (policy guardrail)."""
+    return set(
+        Tool.objects.filter(tenant_id=tenant_id, is_active=True, auto_approved=True).values_list("name", flat=True)
+    )
+
+
+def failed_execution_counts(*, exception_ids: list[str]) -> Counter[str]:
+    """How many executions of each exception failed or were dead-lettered."""
+    return Counter(
+        str(x)
+        for x in ToolExecution.objects.filter(
+            exception_id__in=exception_ids, status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED)
+        ).values_list("exception_id", flat=True)
+    )
+
+
+def tool_run_configs(*, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """What running each tool needs: its kind, config and attempt limit."""
+    return {t["id"]: t for t in Tool.objects.filter(id__in=tool_ids).values("id", "kind", "config", "max_attempts")}
+
+
+def execution_statuses(*, execution_ids: list[str]) -> dict[str, str]:
+    return {
+        str(r["id"]): r["status"] for r in ToolExecution.objects.filter(id__in=execution_ids).values("id", "status")
+    }

@@ -1,13 +1,27 @@
-"""Write services of tools: requesting an execution (the tool agent performs it)."""
+"""Write services of tools: requesting an execution, and the attempts the tool agent makes."""
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
+from django.db import connection
+
+from exceptions_app.selectors import exception_views
 from exceptions_app.services import ExceptionNotFound
 from sentinai.eventstore import store
-from sentinai.kernel import ids
+from sentinai.eventstore.events import Envelope
+from sentinai.kernel import bulk, ids
+from sentinai.kernel.logs import log_context
+from sentinai.models import Tenant
+from sentinai.tenancy.scope import tenant_scope
+from tools_app import runners, selectors
+from tools_app.builtins import ToolContext
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
+
+MAX_PARALLEL_CALLS = 8
 
 
 class UnknownTool(LookupError):
@@ -45,3 +59,65 @@ def tool_execution_request(
     )
     (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
     return execution, envelope
+
+
+def _executions_start(execution_ids: list[str]) -> dict[str, tuple[int, int | None, Any]]:
+    """Mark the executions that have not ended running, one attempt more each: execution id ->
+    (attempts, tool id, request). One statement, so concurrent batches cannot both count an attempt
+    as their own."""
+    clause, params = bulk.in_clause(execution_ids, uuids=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE tool_execution SET status = 'running', attempts = attempts + 1, "
+            "started_at = COALESCE(started_at, CURRENT_TIMESTAMP), updated_at = CURRENT_TIMESTAMP "
+            f"WHERE id {clause} AND status IN ('requested', 'running') RETURNING id, attempts, tool_id, request",
+            params,
+        )
+        return {ids.parse(r[0]): (r[1], r[2], r[3]) for r in cursor.fetchall()}
+
+
+def tool_executions_attempt(
+    *, tenant: Tenant, requests: list[Envelope]
+) -> dict[str, runners.Attempt | runners.AlreadyFinished]:
+    """Make one attempt of each requested execution (ToolExecutionRequested events): mark them running
+    and commit that, then call the tools concurrently, outside any transaction (no locks are held while
+    a webhook takes its time). Returns, per event id, the attempt's outcome, or AlreadyFinished for an
+    execution that had ended; an execution that does not exist is left out."""
+    wanted = {e.payload["execution_id"]: e for e in requests}
+    with tenant_scope(tenant.id):
+        running = _executions_start(list(wanted))
+        tools = selectors.tool_run_configs(tool_ids=[v[1] for v in running.values() if v[1]])
+        finished = selectors.execution_statuses(execution_ids=list(set(wanted) - set(running)))
+        views = exception_views(exception_ids=list({e.exception_id for e in requests}))
+    allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])
+
+    def attempt(execution_id: str) -> runners.Attempt:
+        event = wanted[execution_id]
+        attempts, tool_id, request = running[execution_id]
+        with log_context(exception_id=event.exception_id, event_id=event.event_id, attempt=attempts):
+            tool = tools.get(tool_id)
+            if tool is None:
+                return runners.Attempt(
+                    runners.Outcome("failed", error=f"tool {event.payload['tool']!r} is not registered"), attempts, 1
+                )
+            request = orjson.loads(request) if isinstance(request, str | bytes) else request
+            outcome = runners.run(
+                kind=tool["kind"],
+                config=tool["config"],
+                params=(request or {}).get("params") or event.payload.get("params") or {},
+                view=views.get(event.exception_id, {}),
+                context=ToolContext(tenant.id, event.exception_id, execution_id, attempts),
+                allowed_hosts=allowed_hosts,
+            )
+            return runners.Attempt(outcome, attempts, tool["max_attempts"])
+
+    effects: dict[str, runners.Attempt | runners.AlreadyFinished] = {}
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, max(1, len(running)))) as pool:
+        # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.
+        calls = [(execution_id, contextvars.copy_context()) for execution_id in running]
+        results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)
+        for execution_id, result in zip(running, results, strict=True):
+            effects[wanted[execution_id].event_id] = result
+    for execution_id, status in finished.items():
+        effects[wanted[execution_id].event_id] = runners.AlreadyFinished(status)
+    return effects

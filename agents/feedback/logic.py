@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
+from exceptions_app import selectors as exception_selectors
+from exceptions_app.models import Feedback
 from sentinai.eventstore.events import FeedbackCaptured
 from sentinai.pipeline.agent import Agent, Decision, Emit, Upsert
+from tools_app import selectors as tool_selectors
 
 
 def _ms(later, earlier) -> int | None:
@@ -19,26 +20,12 @@ class FeedbackAgent(Agent):
     exception_fields = ("status", "created_at", "triaged_at", "closed_at")
 
     def load(self, batch, states):
-        from playbooks_app.models import PlaybookRunStep, StepStatus
-        from tools_app.models import ExecutionStatus, ToolExecution
-
-        ids = list(states)
-        batch.data["steps_run"] = Counter(
-            str(x)
-            for x in PlaybookRunStep.objects.filter(run__exception_id__in=ids, status=StepStatus.SUCCEEDED).values_list(
-                "run__exception_id", flat=True
-            )
-        )
-        batch.data["tool_failures"] = Counter(
-            str(x)
-            for x in ToolExecution.objects.filter(
-                exception_id__in=ids, status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED)
-            ).values_list("exception_id", flat=True)
+        batch.data.update(
+            steps_run=exception_selectors.succeeded_step_counts(exception_ids=list(states)),
+            tool_failures=tool_selectors.failed_execution_counts(exception_ids=list(states)),
         )
 
     def decide(self, batch, state, event):
-        from exceptions_app.models import Feedback
-
         exception_id = event.exception_id
         if event.event_type == "FeedbackSubmitted":
             captured = FeedbackCaptured(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from exceptions_app import selectors as exception_selectors
 from sentinai.eventstore.events import EscalationRequested, PlaybookMatched, PolicyEvaluationCompleted
 from sentinai.packs import domain
 from sentinai.packs.conditions import exception_view, holds
 from sentinai.pipeline.agent import Agent, Decision, Emit
+from tools_app import selectors as tool_selectors
 
 
 class PolicyAgent(Agent):
@@ -13,26 +15,10 @@ class PolicyAgent(Agent):
     exception_fields = ("status", "exception_type", "severity", "normalized", "payload", "closed_at")
 
     def load(self, batch, states):
-        from playbooks_app.models import Playbook, PlaybookStep
-        from tools_app.models import Tool
-
-        batch.data["pack"] = domain.tenant_pack(batch.tenant)
-        playbooks = list(
-            Playbook.objects.filter(tenant_id=batch.tenant_id, is_active=True)
-            .order_by("-priority", "name")
-            .values("id", "name", "version", "match")
-        )
-        tools_used: dict[str, set[str]] = {str(p["id"]): set() for p in playbooks}
-        for playbook_id, tool in PlaybookStep.objects.filter(
-            playbook_id__in=[p["id"] for p in playbooks], action__in=("tool", "notify")
-        ).values_list("playbook_id", "tool"):
-            tools_used[str(playbook_id)].add(tool)
-        batch.data["playbooks"] = playbooks
-        batch.data["tools_used"] = tools_used
-        batch.data["auto_tools"] = set(
-            Tool.objects.filter(tenant_id=batch.tenant_id, is_active=True, auto_approved=True).values_list(
-                "name", flat=True
-            )
+        batch.data.update(
+            pack=domain.tenant_pack(batch.tenant),
+            playbooks=exception_selectors.active_playbooks(tenant_id=batch.tenant_id),
+            auto_tools=tool_selectors.auto_approved_tool_names(tenant_id=batch.tenant_id),
         )
 
     def decide(self, batch, state, event):
@@ -64,7 +50,7 @@ class PolicyAgent(Agent):
                     Emit.of(EscalationRequested(reason=reasons[-1])),
                 ]
             )
-        unattended = batch.data["tools_used"][str(playbook["id"])] - batch.data["auto_tools"]
+        unattended = playbook["tools"] - batch.data["auto_tools"]
         if unattended:
             requires_approval = True
             reasons.append(f"tools {sorted(unattended)} may not run without a human")
@@ -73,7 +59,7 @@ class PolicyAgent(Agent):
             emit=[
                 Emit.of(
                     PolicyEvaluationCompleted(
-                        playbook_id=str(playbook["id"]),
+                        playbook_id=playbook["id"],
                         playbook_name=playbook["name"],
                         requires_approval=requires_approval,
                         auto_tools=auto_tools,
@@ -82,7 +68,7 @@ class PolicyAgent(Agent):
                 ),
                 Emit.of(
                     PlaybookMatched(
-                        playbook_id=str(playbook["id"]),
+                        playbook_id=playbook["id"],
                         playbook_name=playbook["name"],
                         playbook_version=playbook["version"],
                         requires_approval=requires_approval,

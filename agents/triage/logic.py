@@ -1,19 +1,17 @@
 """Triage: infer a missing type, set severity, priority and the SLA deadline.
 
-The classifier is an interface (`Classifier`); SENTINAI["CLASSIFIER"] names the one to use. The rules
-classifier, which applies the domain pack's classification and severity rules, is the default.
+The classifier is an interface (`Classifier`); SENTINAI["CLASSIFIER"] names the one to use (loaded
+into batch.data with the pack). The rules classifier, which applies the domain pack's classification
+and severity rules, is the default.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache
 from typing import Protocol
 
-from django.conf import settings
-
+from exceptions_app import selectors
 from sentinai.eventstore.events import PolicyEvaluationRequested, TriageCompleted
 from sentinai.packs import domain
 from sentinai.packs.conditions import exception_view
@@ -61,30 +59,24 @@ class RulesClassifier:
         return Classification(exception_type, severity, pack.priority.get(severity, 4), normalized, rules + matched)
 
 
-@cache
-def classifier() -> Classifier:
-    path = settings.SENTINAI.get("CLASSIFIER", "agents.triage.logic:RulesClassifier")
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)()
-
-
 class TriageAgent(Agent):
     name = "triage"
     exception_fields = ("status", "exception_type", "severity", "normalized", "payload", "created_at", "closed_at")
 
     def load(self, batch, states):
-        batch.data["pack"] = domain.tenant_pack(batch.tenant)
+        batch.data.update(pack=domain.tenant_pack(batch.tenant), **selectors.triage_settings())
 
     def decide(self, batch, state, event):
         if state.get("closed_at") is not None or state["status"] not in ("normalized", "received"):
             return Decision()
         pack: domain.Pack = batch.data["pack"]
-        result = classifier().classify(pack, event.exception_id, state)
+        classifier: Classifier = batch.data["classifier"]
+        result = classifier.classify(pack, event.exception_id, state)
         windows = {**pack.sla_seconds, **((batch.tenant.overrides or {}).get("sla_seconds") or {})}
         window = timedelta(seconds=int(windows.get(result.severity, pack.sla_seconds["low"])))
         created = state.get("created_at") or batch.now
         due = created + window
-        imminent = created + window * settings.SENTINAI["SLA_IMMINENT_FRACTION"]
+        imminent = created + window * batch.data["imminent_fraction"]
         return Decision(
             exception={
                 "status": "triaged",
@@ -103,7 +95,7 @@ class TriageAgent(Agent):
                         severity=result.severity,
                         priority=result.priority,
                         sla_due_at=due.isoformat(),
-                        classifier=classifier().name,
+                        classifier=classifier.name,
                         rules_matched=result.rules_matched,
                     )
                 ),

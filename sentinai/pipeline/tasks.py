@@ -1,4 +1,4 @@
-"""The one base task of the pipeline, the agent runner, and the scheduler's periodic task."""
+"""The one base task of the pipeline, the agents' batch tasks, and the scheduler's periodic tasks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
+from config import routing
 from config.celery import app
+from sentinai.eventstore.events import SUBSCRIPTIONS
 from sentinai.kernel import metrics
 from sentinai.kernel.logs import log_context
 from sentinai.pipeline import coalesce, consumer, scheduler
@@ -38,6 +40,19 @@ def run_agent(task: Task, agent_name: str, body) -> dict:
     framework. Fetched messages are acknowledged only after their batches committed."""
     with log_context(agent=agent_name):
         return _run_agent(task, agent_name, body)
+
+
+def _batch_task(agent_name: str) -> Task:
+    def handle_batch(self, body):
+        return run_agent(self, agent_name, body)
+
+    handle_batch.__doc__ = f"Apply a batch of events to the {agent_name} agent."
+    return app.task(base=AgentTask, bind=True, name=f"agents.{agent_name}.handle_batch")(handle_batch)
+
+
+# One `agents.<agent>.handle_batch` task per agent queue of the routing table that the catalogue
+# subscribes to events; agents whose work starts elsewhere (the SLA scan) declare their own tasks.
+BATCH_TASKS: dict[str, Task] = {name: _batch_task(name) for name in routing.AGENTS if SUBSCRIPTIONS.get(name)}
 
 
 def _run_agent(task: Task, agent_name: str, body) -> dict:

@@ -3,6 +3,8 @@ and a dead-letter exchange, and the agent queues have exactly the names operator
 
 from config import routing
 from config.celery import app
+from sentinai.pipeline import tasks as pipeline_tasks
+from sentinai.pipeline.tasks import AgentTask
 
 
 def test_every_registered_task_has_a_route():
@@ -50,3 +52,31 @@ def test_reliability_settings():
 
 def test_unrouted_task_names_are_refused():
     assert routing.queue_for_task("something.else") is None
+
+
+def test_every_batch_consuming_agent_has_a_generated_handle_batch_task_and_sla_its_scan():
+    app.loader.import_default_modules()
+    agent_tasks = sorted(name for name in app.tasks if name.startswith("agents."))
+    assert agent_tasks == [
+        "agents.feedback.handle_batch",
+        "agents.intake.handle_batch",
+        "agents.playbook.handle_batch",
+        "agents.policy.handle_batch",
+        "agents.resolution.handle_batch",
+        "agents.sla.scan",
+        "agents.tool.handle_batch",
+        "agents.triage.handle_batch",
+    ]
+    for name in agent_tasks:
+        assert isinstance(app.tasks[name], AgentTask), name
+
+
+def test_a_generated_task_hands_its_batch_to_the_runner_under_its_agents_name(monkeypatch):
+    app.loader.import_default_modules()
+    calls = []
+    monkeypatch.setattr(pipeline_tasks, "run_agent", lambda task, agent, body: calls.append((task.name, agent, body)))
+
+    for agent in ("intake", "tool"):
+        app.tasks[f"agents.{agent}.handle_batch"].run({"v": 1})
+
+    assert calls == [("agents.intake.handle_batch", "intake", {"v": 1}), ("agents.tool.handle_batch", "tool", {"v": 1})]
