@@ -196,7 +196,9 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$data
 num.partitions=${KAFKA_NUM_PARTITIONS:-6}
-auto.create.topics.enable=true
+# Topics are created explicitly (the relay creates a tenant topic on first use with the configured
+# partitions), as on managed clusters that forbid auto-creation.
+auto.create.topics.enable=false
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=6
 transaction.state.log.replication.factor=1

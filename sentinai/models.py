@@ -158,6 +158,29 @@ class Outbox(models.Model):
         return f"outbox #{self.pk} -> {self.queue} ({len(self.event_ids)} events)"
 
 
+class StreamOutbox(models.Model):
+    """Events owed to the Kafka event stream (sentinai/eventstore/stream.py).
+
+    Written by the event store's append in the transaction that records the events (no dual write):
+    one row per append and shard, a shard being a fixed slice of exception ids. The relay publishes a
+    shard's rows in id order while holding that shard's lock, and deletes them once Kafka acknowledged
+    every event, so an exception's events reach its partition in sequence order whatever the number
+    of relay processes.
+    """
+
+    tenant_id = models.CharField(max_length=63)
+    shard = models.PositiveSmallIntegerField()
+    event_ids = models.JSONField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "stream_outbox"
+        indexes = [models.Index(fields=["shard", "id"], name="stream_outbox_shard")]
+
+    def __str__(self) -> str:
+        return f"stream outbox #{self.pk} shard {self.shard} ({len(self.event_ids)} events)"
+
+
 class ProcessedEventQuerySet(models.QuerySet):
     def of(self, consumer: str, event_ids) -> ProcessedEventQuerySet:
         """Rows of `consumer` for these events (looked up by primary key)."""

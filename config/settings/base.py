@@ -138,6 +138,13 @@ BROKER_DELIVERY_LIMIT = env.int("BROKER_DELIVERY_LIMIT", default=10)
 # librdkafka properties merged over the defaults, e.g. {"security.protocol": "SASL_SSL", ...}.
 KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="")
 KAFKA_CONFIG = env.json("KAFKA_CONFIG", default={})
+# The common managed-Kafka settings by name (merged under KAFKA_CONFIG): SASL_SSL + PLAIN for Azure Event
+# Hubs, SASL_SSL + SCRAM-SHA-512 for AWS MSK (README, "Kafka").
+KAFKA_SECURITY_PROTOCOL = env.str("KAFKA_SECURITY_PROTOCOL", default="")
+KAFKA_SASL_MECHANISM = env.str("KAFKA_SASL_MECHANISM", default="")
+KAFKA_SASL_USERNAME = env.str("KAFKA_SASL_USERNAME", default="")
+KAFKA_SASL_PASSWORD = env.str("KAFKA_SASL_PASSWORD", default="")
+KAFKA_SSL_CA_LOCATION = env.str("KAFKA_SSL_CA_LOCATION", default="")
 
 # --- SentinAI platform ---------------------------------------------------------------------
 SENTINAI = {
@@ -171,6 +178,19 @@ SENTINAI = {
     "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=True),
     # How long a worker keeps a batch while the database is unreachable before handing it back.
     "DB_OUTAGE_BUDGET_SECONDS": env.float("SENTINAI_DB_OUTAGE_BUDGET_SECONDS", default=120.0),
+    # The Kafka event stream: every recorded event, to a topic per tenant, keyed by exception id. On
+    # whenever a Kafka cluster is configured; the outbox rows it needs are written only then.
+    "KAFKA_STREAM": env.bool("SENTINAI_KAFKA_STREAM", default=bool(KAFKA_BOOTSTRAP_SERVERS)),
+    "KAFKA_TOPIC_TEMPLATE": env.str("SENTINAI_KAFKA_TOPIC_TEMPLATE", default="sentinai.events.{tenant}"),
+    "KAFKA_TOPIC_PARTITIONS": env.int("SENTINAI_KAFKA_TOPIC_PARTITIONS", default=6),
+    "KAFKA_TOPIC_REPLICATION": env.int("SENTINAI_KAFKA_TOPIC_REPLICATION", default=1),
+    # Create a tenant's topic on first use; off where the cluster forbids it (topics made by its owners).
+    "KAFKA_CREATE_TOPICS": env.bool("SENTINAI_KAFKA_CREATE_TOPICS", default=True),
+    # Events per relay round and shard (one Kafka flush each).
+    "KAFKA_RELAY_BATCH": env.int("SENTINAI_KAFKA_RELAY_BATCH", default=5000),
+    # Source systems publishing exceptions: {"topic": "tenant_id"} (config, not the message, names the tenant).
+    "KAFKA_INGEST_TOPICS": env.json("SENTINAI_KAFKA_INGEST_TOPICS", default={}),
+    "KAFKA_INGEST_GROUP": env.str("SENTINAI_KAFKA_INGEST_GROUP", default="sentinai-ingest"),
 }
 
 # --- REST framework ------------------------------------------------------------------------

@@ -7,8 +7,8 @@ An append, inside the caller's transaction:
 2. refuses an event whose producer its catalogue entry does not allow;
 3. records, for each agent subscribed to the event type, the previous event of the same exception
    that agent must apply first (`metadata.prev`) - the consumer framework's ordering gate;
-4. inserts the events and owes them to the subscribed agent queues through the outbox (published
-   after commit);
+4. inserts the events, owes them to the subscribed agent queues through the outbox (published after
+   commit) and, when a Kafka cluster is configured, to the tenant's event stream (eventstore/stream.py);
 5. writes the new stream heads and the projection changes the caller made on its locked streams.
 
 The projection a stream belongs to (the exception row) is owned by an app, which registers it with
@@ -26,6 +26,7 @@ import orjson
 from django.db import connection, models
 
 from sentinai.eventstore import outbox
+from sentinai.eventstore import stream as event_stream
 from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
 from sentinai.kernel import bulk, ids
 from sentinai.models import ExceptionEvent, ExceptionStream
@@ -220,6 +221,7 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         for queue in subscribers(e.event_type):
             by_queue[queue].append(e.event_id)
     outbox.offer(tenant_id, by_queue, envelopes=envelopes)
+    event_stream.owe(tenant_id, envelopes)
 
 
 def _write_streams(streams: Iterable[Stream]) -> None:

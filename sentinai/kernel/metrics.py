@@ -2,7 +2,7 @@
 
 API processes (gunicorn) and Celery workers write their samples to PROMETHEUS_MULTIPROC_DIR
 (prometheus-client multiprocess mode); /metrics merges them, and adds gauges read live at scrape time:
-the outbox backlog and its age, and the depth of every agent queue.
+the outbox backlog and its age, the depth of every agent queue, and the event stream's backlog and lag.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ END_TO_END_SECONDS = Histogram(
 SLA_EVENTS = Counter("sentinai_sla_events_total", "SLA events announced.", ["kind", "severity"])
 REFUSED = Counter("sentinai_admission_refused_total", "Requests refused with 429.", ["tenant", "limit"])
 PUBLISHED = Counter("sentinai_outbox_published_total", "Outbox batches published.", ["path"])
+STREAM_PUBLISHED = Counter("sentinai_stream_events_published_total", "Events Kafka acknowledged on the event stream.")
+STREAM_FAILURES = Counter(
+    "sentinai_stream_delivery_failures_total", "Events of the event stream Kafka did not acknowledge (sent again)."
+)
 HTTP_SECONDS = Histogram(
     "sentinai_http_request_seconds", "API request latency.", ["method", "route", "status"], buckets=LATENCY_BUCKETS
 )
@@ -68,6 +72,10 @@ class LiveCollector:
             "sentinai_outbox_oldest_age_seconds", "Age of the oldest unconsumed outbox batch.", labels=["queue"]
         )
         depth = GaugeMetricFamily("sentinai_queue_depth", "Messages ready in each broker queue.", labels=["queue"])
+        stream_backlog = GaugeMetricFamily("sentinai_stream_backlog_events", "Events owed to the Kafka event stream.")
+        stream_age = GaugeMetricFamily(
+            "sentinai_stream_lag_seconds", "Age of the oldest event owed to the Kafka event stream."
+        )
         try:
             from django.db import connection
 
@@ -86,6 +94,15 @@ class LiveCollector:
                     oldest[queue] = max(oldest.get(queue, 0.0), float(seconds or 0))
                 for queue, seconds in oldest.items():
                     age.add_metric([queue], seconds)
+                cursor.execute(
+                    "SELECT coalesce(sum(jsonb_array_length(event_ids)), 0), "
+                    "coalesce(extract(epoch FROM (CURRENT_TIMESTAMP - min(created_at))), 0) FROM stream_outbox"
+                    if connection.vendor == "postgresql"
+                    else "SELECT coalesce(sum(json_array_length(event_ids)), 0), 0 FROM stream_outbox"
+                )
+                events, seconds = cursor.fetchone()
+                stream_backlog.add_metric([], int(events))
+                stream_age.add_metric([], float(seconds))
         except Exception as exc:  # a scrape reports what it can
             logger.warning("outbox gauges unavailable: %s", exc)
         try:
@@ -98,7 +115,7 @@ class LiveCollector:
                     depth.add_metric([queue.name], channel.queue_declare(queue=queue.name, passive=True).message_count)
         except Exception as exc:
             logger.warning("queue depths unavailable: %s", exc)
-        yield from (backlog, age, depth)
+        yield from (backlog, age, depth, stream_backlog, stream_age)
 
 
 def process_registry() -> CollectorRegistry:
