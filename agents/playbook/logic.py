@@ -134,8 +134,8 @@ class _Draft:
         step = self.step(position)
         step.status = status
         step.finished_at = self.now
-        step.output = output or step.output or {}
-        self.emit.append(step_completed(self.run, step, output or {}))
+        step.output = output or {}
+        self.emit.append(step_completed(self.run, step, step.output))
 
     def wait(self, run_status: RunStatus, exception_status: ExceptionStatus) -> None:
         self.run.status = run_status
