@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 
 from django.db import models
 from django.db.models.functions import Now
 
 from exceptions_app.models import ExceptionRecord
+from playbooks_app import domain
 from sentinai.models import Tenant
 
 
-class StepAction(models.TextChoices):
-    TOOL = "tool"
-    APPROVAL = "approval"
-    NOTIFY = "notify"
-    WAIT = "wait"
-    RESOLVE = "resolve"
-    ESCALATE = "escalate"
+def _choices(values: type[enum.StrEnum]) -> type[models.TextChoices]:
+    """The Django choices of a pure enum of playbooks_app.domain: its values are defined only there."""
+    return models.TextChoices(values.__name__, [(m.name, m.value) for m in values], module=__name__)
+
+
+StepAction = _choices(domain.StepAction)
+RunStatus = _choices(domain.RunStatus)
+StepStatus = _choices(domain.StepStatus)
 
 
 class Playbook(models.Model):
@@ -66,26 +69,6 @@ class PlaybookStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.position}. {self.name} ({self.action})"
-
-
-class RunStatus(models.TextChoices):
-    RUNNING = "running"
-    AWAITING_APPROVAL = "awaiting_approval"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    ESCALATED = "escalated"
-    SUPERSEDED = "superseded"
-
-
-class StepStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    AWAITING_APPROVAL = "awaiting_approval"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    SKIPPED = "skipped"
 
 
 class PlaybookRun(models.Model):

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from exceptions_app.selectors import exception_events
+from playbooks_app.domain import (
+    PlaybookBatchState,
+    RunState,
+    RunStatus,
+    StepAction,
+    StepDefinition,
+    StepState,
+    StepStatus,
+)
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookRunStep, PlaybookStep
+from tools_app.models import Tool
 
 PLAYBOOK_EVENTS = (
     "PolicyEvaluationCompleted",
@@ -77,3 +89,91 @@ def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, A
         "steps": steps,
         "events": events,
     }
+
+
+def playbook_batch_state(
+    *, tenant_id: str, exception_ids: Collection[str], playbook_ids: Collection[str]
+) -> PlaybookBatchState:
+    """What the playbook agent decides a batch on: the current run of each of `exception_ids` with its
+    steps, the steps and versions of those runs' playbooks and of `playbook_ids` (the playbooks about
+    to start), and the tenant's tools."""
+    runs: dict[str, dict[str, Any]] = {}
+    for row in (
+        PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=list(exception_ids))
+        .exclude(status=RunStatus.SUPERSEDED)
+        .order_by("exception_id", "-started_at")
+        .values(
+            "id", "exception_id", "playbook_id", "status", "current_position", "policy", "started_at", "finished_at"
+        )
+    ):
+        # Ordered newest first per exception: the first row seen is the current run.
+        runs.setdefault(str(row["exception_id"]), row)
+    wanted = {str(r["playbook_id"]) for r in runs.values()} | set(playbook_ids)
+    definitions: dict[str, dict[int, StepDefinition]] = defaultdict(dict)
+    for row in PlaybookStep.objects.filter(tenant_id=tenant_id, playbook_id__in=wanted).values(
+        "playbook_id", "position", "name", "action", "tool", "params", "condition"
+    ):
+        definitions[str(row["playbook_id"])][row["position"]] = StepDefinition(
+            position=row["position"],
+            name=row["name"],
+            action=StepAction(row["action"]),
+            tool=row["tool"],
+            params=row["params"] or {},
+            condition=row["condition"] or {},
+        )
+    versions = {
+        str(k): v for k, v in Playbook.objects.filter(tenant_id=tenant_id, id__in=wanted).values_list("id", "version")
+    }
+    tool_ids = {
+        (name, version): str(tool_id)
+        for tool_id, name, version in Tool.objects.filter(tenant_id=tenant_id).values_list("id", "name", "version")
+    }
+    progress: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for row in PlaybookRunStep.objects.filter(tenant_id=tenant_id, run_id__in=[r["id"] for r in runs.values()]).values(
+        "run_id", "position", "status", "tool_execution_id", "output", "started_at", "finished_at"
+    ):
+        progress[str(row["run_id"])][row["position"]] = row
+    return PlaybookBatchState(
+        runs={
+            exception_id: _run_state(row, definitions[str(row["playbook_id"])], progress[str(row["id"])], versions)
+            for exception_id, row in runs.items()
+        },
+        definitions=dict(definitions),
+        versions=versions,
+        tool_ids=tool_ids,
+    )
+
+
+def _run_state(
+    row: dict[str, Any],
+    definitions: dict[int, StepDefinition],
+    progress: dict[int, dict[str, Any]],
+    versions: dict[str, int],
+) -> RunState:
+    playbook_id = str(row["playbook_id"])
+    steps = {}
+    for position, definition in definitions.items():
+        step = progress.get(position)
+        if step is None:
+            steps[position] = StepState(definition)
+            continue
+        steps[position] = StepState(
+            definition,
+            status=StepStatus(step["status"]),
+            tool_execution_id=str(step["tool_execution_id"]) if step["tool_execution_id"] else None,
+            output=step["output"] or {},
+            started_at=step["started_at"],
+            finished_at=step["finished_at"],
+        )
+    return RunState(
+        id=str(row["id"]),
+        exception_id=str(row["exception_id"]),
+        playbook_id=playbook_id,
+        version=versions.get(playbook_id),
+        status=RunStatus(row["status"]),
+        current_position=row["current_position"],
+        policy=row["policy"] or {},
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        steps=steps,
+    )

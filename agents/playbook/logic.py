@@ -6,27 +6,54 @@ tool execution and wait for ToolExecutionCompleted; `approval` waits for Approva
 .../approve); `wait` waits for PlaybookTimerElapsed; `resolve` and `escalate` end the run. A run ends with
 PlaybookCompleted (succeeded, failed, rejected or escalated), which resolution turns into the
 exception's terminal state. A run keeps the playbook version and steps it started with.
+
+The decisions are pure: the run state comes from playbooks_app.selectors (PlaybookAgent.load), the
+records go back to the consumer framework.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
-from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from exceptions_app.models import ExceptionStatus
+from playbooks_app import selectors
+from playbooks_app.domain import (
+    ACTIVE_RUN_STATUSES,
+    PlaybookBatchState,
+    RunOutcome,
+    RunState,
+    RunStatus,
+    StepAction,
+    StepState,
+    StepStatus,
+)
+from playbooks_app.models import PlaybookRun, PlaybookRunStep
 from sentinai.eventstore.events import (
+    ApprovalDecided,
+    Envelope,
     PlaybookCompleted,
+    PlaybookMatched,
+    PlaybookTimerElapsed,
     StepExecutionCompleted,
     StepExecutionRequested,
+    ToolExecutionCompleted,
     ToolExecutionRequested,
 )
 from sentinai.kernel import ids
 from sentinai.packs.conditions import exception_view, holds, render
-from sentinai.pipeline.agent import Agent, Decision, Emit, Upsert
+from sentinai.pipeline.agent import Agent, Batch, Decision, Emit, Upsert
+from tools_app.models import ExecutionStatus, ToolExecution
 
 NAMESPACE = uuid.UUID("0f4c8a52-6a0e-4b8e-9d0e-5a2b1c3d4e5f")
-ACTIVE = ("running", "awaiting_approval")
+# batch.data key of the loaded PlaybookBatchState
+DATA = "playbooks"
+# The framework's state key of a run this batch's decisions changed (it wins over the loaded one).
+RUN = "run"
 
 
 def run_id_for(matched_event_id: str) -> str:
@@ -37,94 +64,293 @@ def execution_id_for(run_id: str, position: int) -> str:
     return ids.uuid5(NAMESPACE, f"execution:{run_id}:{position}")
 
 
-class _Run:
-    """A run being decided on: its row, its steps, and the records and events the decision produces."""
+# --- the events, each built here only ----------------------------------------------------------
 
-    def __init__(self, run: dict[str, Any], now):
-        self.run = run
-        self.now = now
-        self.emit: list[Emit] = []
-        self.exception: dict[str, Any] = {}
-        self.changed_steps: set[int] = set()
-        self.tool_executions: list[Upsert] = []
 
-    @property
-    def id(self) -> str:
-        return self.run["id"]
+def step_requested(run: RunState, step: StepState, params: dict[str, Any]) -> Emit:
+    return Emit.of(
+        StepExecutionRequested(
+            run_id=run.id,
+            position=step.definition.position,
+            name=step.definition.name,
+            action=step.definition.action,
+            params=params,
+            tool_execution_id=step.tool_execution_id,
+        )
+    )
 
-    def step(self, position: int) -> dict[str, Any]:
-        return self.run["steps"][position]
 
-    def set_step(self, position: int, **values) -> None:
-        self.step(position).update(values)
+def step_completed(run: RunState, step: StepState, output: dict[str, Any]) -> Emit:
+    return Emit.of(
+        StepExecutionCompleted(
+            run_id=run.id,
+            position=step.definition.position,
+            name=step.definition.name,
+            action=step.definition.action,
+            status=step.status,
+            output=output,
+        )
+    )
+
+
+def tool_requested(run: RunState, step: StepState, params: dict[str, Any]) -> Emit:
+    return Emit.of(
+        ToolExecutionRequested(
+            execution_id=step.tool_execution_id,
+            tool=step.definition.tool,
+            params=params,
+            run_id=run.id,
+            position=step.definition.position,
+        )
+    )
+
+
+def playbook_completed(run: RunState, outcome: RunOutcome, reason: str) -> Emit:
+    steps_run = sum(1 for s in run.steps.values() if s.status == StepStatus.SUCCEEDED)
+    return Emit.of(PlaybookCompleted(run_id=run.id, outcome=outcome, reason=reason, steps_run=steps_run))
+
+
+# --- a decision in progress ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A run being decided on (a copy: the loaded state stays as it was) and what the decision
+    produces."""
+
+    run: RunState
+    now: datetime
+    tenant_id: str
+    emit: list[Emit] = field(default_factory=list)
+    exception: dict[str, Any] = field(default_factory=dict)
+    changed_steps: set[int] = field(default_factory=set)
+    tool_executions: list[Upsert] = field(default_factory=list)
+
+    def step(self, position: int) -> StepState:
         self.changed_steps.add(position)
+        return self.run.steps[position]
 
-    def finish_step(self, position: int, status: str, output: dict | None = None) -> None:
+    def finish_step(self, position: int, status: StepStatus, output: dict[str, Any] | None = None) -> None:
         step = self.step(position)
-        self.set_step(position, status=status, finished_at=self.now, output=output or step.get("output") or {})
-        self.emit.append(
-            Emit.of(
-                StepExecutionCompleted(
-                    run_id=self.id,
-                    position=position,
-                    name=step["name"],
-                    action=step["action"],
-                    status=status,
-                    output=output or {},
-                )
-            )
-        )
+        step.status = status
+        step.finished_at = self.now
+        step.output = output or {}
+        self.emit.append(step_completed(self.run, step, step.output))
 
-    def end(self, outcome: str, reason: str = "") -> None:
-        self.run["status"] = {"succeeded": "completed"}.get(outcome, outcome)
-        self.run["finished_at"] = self.now
-        steps_run = sum(1 for s in self.run["steps"].values() if s["status"] == "succeeded")
-        self.emit.append(
-            Emit.of(PlaybookCompleted(run_id=self.id, outcome=outcome, reason=reason, steps_run=steps_run))
-        )
+    def wait(self, run_status: RunStatus, exception_status: ExceptionStatus) -> None:
+        self.run.status = run_status
+        self.exception["status"] = exception_status
 
-    def records(self, tenant_id: str) -> list[Upsert]:
-        from playbooks_app.models import PlaybookRun, PlaybookRunStep
+    def end(self, outcome: RunOutcome, reason: str = "") -> None:
+        self.run.status = outcome.run_status
+        self.run.finished_at = self.now
+        self.emit.append(playbook_completed(self.run, outcome, reason))
 
+    def records(self) -> list[Upsert]:
         run = self.run
-        records: list[Upsert] = [
+        records = [
             Upsert(
                 PlaybookRun,
                 {
-                    "id": run["id"],
-                    "tenant_id": tenant_id,
-                    "exception_id": run["exception_id"],
-                    "playbook_id": run["playbook_id"],
-                    "status": run["status"],
-                    "current_position": run["current_position"],
-                    "policy": run["policy"],
-                    "started_at": run["started_at"],
-                    "finished_at": run["finished_at"],
+                    "id": run.id,
+                    "tenant_id": self.tenant_id,
+                    "exception_id": run.exception_id,
+                    "playbook_id": run.playbook_id,
+                    "status": run.status,
+                    "current_position": run.current_position,
+                    "policy": run.policy,
+                    "started_at": run.started_at,
+                    "finished_at": run.finished_at,
                     "updated_at": self.now,
                 },
             )
         ]
         for position in sorted(self.changed_steps):
-            step = self.step(position)
+            step = run.steps[position]
             records.append(
                 Upsert(
                     PlaybookRunStep,
                     {
-                        "run_id": run["id"],
-                        "tenant_id": tenant_id,
+                        "run_id": run.id,
+                        "tenant_id": self.tenant_id,
                         "position": position,
-                        "name": step["name"],
-                        "action": step["action"],
-                        "status": step["status"],
-                        "tool_execution_id": step["tool_execution_id"],
-                        "output": step.get("output") or {},
-                        "started_at": step["started_at"],
-                        "finished_at": step["finished_at"],
+                        "name": step.definition.name,
+                        "action": step.definition.action,
+                        "status": step.status,
+                        "tool_execution_id": step.tool_execution_id,
+                        "output": step.output or {},
+                        "started_at": step.started_at,
+                        "finished_at": step.finished_at,
                     },
                     unique=("run", "position"),
                 )
             )
         return records
+
+    def decision(self) -> Decision:
+        return Decision(
+            emit=self.emit,
+            exception=self.exception,
+            records=self.records() + self.tool_executions,
+            state={RUN: self.run},
+        )
+
+
+# --- starting a step, by its action ------------------------------------------------------------
+# Every action either waits for an event or ends the run: advancing stops at the first step run.
+
+
+def _start_tool(batch: Batch, draft: _Draft, step: StepState, params: dict[str, Any]) -> None:
+    step.tool_execution_id = execution_id_for(draft.run.id, step.definition.position)
+    draft.emit.append(step_requested(draft.run, step, params))
+    draft.emit.append(tool_requested(draft.run, step, params))
+    tool_id = batch.data[DATA].tool_ids.get((step.definition.tool, draft.run.version))
+    draft.tool_executions.append(
+        Upsert(
+            ToolExecution,
+            {
+                "id": step.tool_execution_id,
+                "tenant_id": draft.tenant_id,
+                "exception_id": draft.run.exception_id,
+                "tool_id": tool_id,
+                "tool_name": step.definition.tool,
+                "status": ExecutionStatus.REQUESTED,
+                "request": {"params": params},
+                "requested_by": "playbook",
+                "requested_at": draft.now,
+                "updated_at": draft.now,
+            },
+        )
+    )
+    draft.wait(RunStatus.RUNNING, ExceptionStatus.IN_PROGRESS)
+
+
+def _start_approval(batch: Batch, draft: _Draft, step: StepState, params: dict[str, Any]) -> None:
+    draft.emit.append(step_requested(draft.run, step, params))
+    step.status = StepStatus.AWAITING_APPROVAL
+    draft.wait(RunStatus.AWAITING_APPROVAL, ExceptionStatus.AWAITING_APPROVAL)
+
+
+def _start_wait(batch: Batch, draft: _Draft, step: StepState, params: dict[str, Any]) -> None:
+    draft.emit.append(step_requested(draft.run, step, params))
+    # The scheduler's timer scan finds the step by this wake-up time (epoch seconds).
+    step.output = {"wake_at": draft.now.timestamp() + float(params.get("seconds", 0))}
+    draft.wait(RunStatus.RUNNING, ExceptionStatus.IN_PROGRESS)
+
+
+def _start_resolve(batch: Batch, draft: _Draft, step: StepState, params: dict[str, Any]) -> None:
+    draft.emit.append(step_requested(draft.run, step, params))
+    draft.finish_step(step.definition.position, StepStatus.SUCCEEDED)
+    draft.end(RunOutcome.SUCCEEDED)
+
+
+def _start_escalate(batch: Batch, draft: _Draft, step: StepState, params: dict[str, Any]) -> None:
+    draft.emit.append(step_requested(draft.run, step, params))
+    draft.finish_step(step.definition.position, StepStatus.SUCCEEDED)
+    reason = params.get("reason") or f"playbook step {step.definition.name} escalates"
+    draft.end(RunOutcome.ESCALATED, str(reason))
+
+
+STEP_STARTERS: dict[StepAction, Callable[[Batch, _Draft, StepState, dict[str, Any]], None]] = {
+    StepAction.TOOL: _start_tool,
+    StepAction.NOTIFY: _start_tool,
+    StepAction.APPROVAL: _start_approval,
+    StepAction.WAIT: _start_wait,
+    StepAction.RESOLVE: _start_resolve,
+    StepAction.ESCALATE: _start_escalate,
+}
+
+
+def advance(batch: Batch, state: dict[str, Any], draft: _Draft, position: int) -> None:
+    """Run the steps from `position` on: skip those whose condition does not hold, start the first
+    that does; with none left the run has succeeded."""
+    run = draft.run
+    view = exception_view(run.exception_id, _exception_fields(state), run.policy)
+    while position in run.steps:
+        run.current_position = position
+        step = draft.step(position)
+        if not holds(step.definition.condition, view):
+            step.status = StepStatus.SKIPPED
+            step.finished_at = draft.now
+            position += 1
+            continue
+        step.status = StepStatus.RUNNING
+        step.started_at = draft.now
+        STEP_STARTERS[step.definition.action](batch, draft, step, render(step.definition.params, view))
+        return
+    draft.end(RunOutcome.SUCCEEDED)
+
+
+def _exception_fields(state: dict[str, Any]) -> dict[str, Any]:
+    # The run is the agent's own state, not a field of the exception conditions may read.
+    return {key: value for key, value in state.items() if key != RUN}
+
+
+# --- continuing a run, by the event --------------------------------------------------------------
+# Each handler returns False when the step is not in the state the event answers (a duplicate or a
+# late event): the event then changes nothing.
+
+
+def _tool_completed(batch: Batch, state: dict[str, Any], draft: _Draft, step: StepState, event: Any) -> bool:
+    if step.status != StepStatus.RUNNING:
+        return False
+    position = step.definition.position
+    if event.status == ExecutionStatus.SUCCEEDED:
+        draft.finish_step(position, StepStatus.SUCCEEDED, {"response": event.response})
+        advance(batch, state, draft, position + 1)
+    elif step.definition.action == StepAction.NOTIFY:
+        # Notifications are best effort: a failed one is recorded and the playbook goes on.
+        draft.finish_step(position, StepStatus.FAILED, {"error": event.error})
+        advance(batch, state, draft, position + 1)
+    else:
+        draft.finish_step(position, StepStatus.FAILED, {"error": event.error})
+        draft.end(RunOutcome.FAILED, f"tool {step.definition.tool} {event.status}: {event.error}"[:500])
+    return True
+
+
+def _approval_decided(batch: Batch, state: dict[str, Any], draft: _Draft, step: StepState, event: Any) -> bool:
+    if step.status != StepStatus.AWAITING_APPROVAL:
+        return False
+    position = step.definition.position
+    output = {"decision": event.decision, "decided_by": event.decided_by, "comment": event.comment}
+    if event.decision == "approve":
+        draft.finish_step(position, StepStatus.SUCCEEDED, output)
+        draft.wait(RunStatus.RUNNING, ExceptionStatus.IN_PROGRESS)
+        advance(batch, state, draft, position + 1)
+    else:
+        draft.finish_step(position, StepStatus.REJECTED, output)
+        draft.end(RunOutcome.REJECTED, f"step {step.definition.name} rejected by {event.decided_by or 'a human'}")
+    return True
+
+
+def _timer_elapsed(batch: Batch, state: dict[str, Any], draft: _Draft, step: StepState, event: Any) -> bool:
+    if step.status != StepStatus.RUNNING or step.definition.action != StepAction.WAIT:
+        return False
+    draft.finish_step(step.definition.position, StepStatus.SUCCEEDED, {"waited": True})
+    advance(batch, state, draft, step.definition.position + 1)
+    return True
+
+
+# event type -> (its payload class, its handler)
+CONTINUATIONS: dict[str, tuple[type, Callable[..., bool]]] = {
+    ToolExecutionCompleted.event_type: (ToolExecutionCompleted, _tool_completed),
+    ApprovalDecided.event_type: (ApprovalDecided, _approval_decided),
+    PlaybookTimerElapsed.event_type: (PlaybookTimerElapsed, _timer_elapsed),
+}
+
+
+# --- the agent -----------------------------------------------------------------------------------
+
+
+def _matched_playbooks(batch: Batch) -> set[str]:
+    return {e.payload["playbook_id"] for e in batch.events if e.event_type == PlaybookMatched.event_type}
+
+
+def current_run(batch: Batch, state: dict[str, Any], exception_id: str) -> RunState | None:
+    """The exception's run as this batch's earlier decisions left it, else as loaded."""
+    if RUN in state:
+        return state[RUN]
+    return batch.data[DATA].runs.get(exception_id)
 
 
 class PlaybookAgent(Agent):
@@ -132,248 +358,63 @@ class PlaybookAgent(Agent):
     exception_fields = ("status", "exception_type", "severity", "priority", "normalized", "payload", "closed_at")
 
     def load(self, batch, states):
-        from playbooks_app.models import Playbook, PlaybookRun, PlaybookRunStep, PlaybookStep
-        from tools_app.models import Tool
-
-        runs: dict[str, dict] = {}
-        for row in (
-            PlaybookRun.objects.filter(exception_id__in=list(states))
-            .exclude(status="superseded")
-            .order_by("exception_id", "-started_at")
-            .values(
-                "id", "exception_id", "playbook_id", "status", "current_position", "policy", "started_at", "finished_at"
-            )
-        ):
-            runs.setdefault(
-                str(row["exception_id"]), {**row, "id": str(row["id"]), "exception_id": str(row["exception_id"])}
-            )
-        playbook_ids = {str(r["playbook_id"]) for r in runs.values()}
-        playbook_ids |= {e.payload["playbook_id"] for e in batch.events if e.event_type == "PlaybookMatched"}
-        definitions: dict[str, dict[int, dict]] = defaultdict(dict)
-        for row in PlaybookStep.objects.filter(playbook_id__in=playbook_ids).values(
-            "playbook_id", "position", "name", "action", "tool", "params", "condition"
-        ):
-            definitions[str(row["playbook_id"])][row["position"]] = row
-        versions = {str(k): v for k, v in Playbook.objects.filter(id__in=playbook_ids).values_list("id", "version")}
-        tools = {
-            (name, version): (tool_id, max_attempts)
-            for tool_id, name, version, max_attempts in Tool.objects.filter(tenant_id=batch.tenant_id).values_list(
-                "id", "name", "version", "max_attempts"
-            )
-        }
-        step_states: dict[str, dict[int, dict]] = defaultdict(dict)
-        for row in PlaybookRunStep.objects.filter(run_id__in=[r["id"] for r in runs.values()]).values(
-            "run_id", "position", "status", "tool_execution_id", "output", "started_at", "finished_at"
-        ):
-            step_states[str(row["run_id"])][row["position"]] = row
-        for exception_id, run in runs.items():
-            playbook_id = str(run["playbook_id"])
-            run["playbook_id"] = playbook_id
-            run["version"] = versions.get(playbook_id)
-            run["steps"] = {
-                position: {**definition, **step_states[run["id"]].get(position, {})}
-                for position, definition in definitions[playbook_id].items()
-            }
-            for step in run["steps"].values():
-                if step.get("tool_execution_id"):
-                    step["tool_execution_id"] = str(step["tool_execution_id"])
-            states[exception_id]["run"] = run
-        batch.data.update(definitions=definitions, versions=versions, tools=tools)
+        batch.data[DATA] = selectors.playbook_batch_state(
+            tenant_id=batch.tenant_id, exception_ids=list(states), playbook_ids=_matched_playbooks(batch)
+        )
 
     def evolve(self, batch, state, decision):
         super().evolve(batch, state, decision)
-        if "run" in decision.state:
-            state["run"] = decision.state["run"]
+        if RUN in decision.state:
+            state[RUN] = decision.state[RUN]
 
-    # --- decisions -------------------------------------------------------------------------
-
-    def decide(self, batch, state, event):
+    def decide(self, batch: Batch, state: dict[str, Any], event: Envelope) -> Decision:
         if state.get("closed_at") is not None:
             return Decision()
-        if event.event_type == "PlaybookMatched":
+        if event.event_type == PlaybookMatched.event_type:
             return self._start(batch, state, event)
-        current = state.get("run")
-        if current is None or event.payload.get("run_id") != current["id"] or current["status"] not in ACTIVE:
+        payload_class, handle = CONTINUATIONS[event.event_type]
+        payload = payload_class.model_validate(event.payload)
+        current = current_run(batch, state, event.exception_id)
+        if current is None or payload.run_id != current.id or current.status not in ACTIVE_RUN_STATUSES:
             return Decision()  # for a superseded or finished run: nothing to do
-        run = _Run(copy.deepcopy(current), batch.now)
-        position = event.payload["position"]
-        if position not in run.run["steps"]:
+        if payload.position not in current.steps:
             return Decision()
-        step = run.step(position)
-        if event.event_type == "ToolExecutionCompleted" and step["status"] == "running":
-            self._tool_completed(batch, state, run, position, event.payload)
-        elif event.event_type == "ApprovalDecided" and step["status"] == "awaiting_approval":
-            self._approval(batch, state, run, position, event.payload)
-        elif event.event_type == "PlaybookTimerElapsed" and step["status"] == "running" and step["action"] == "wait":
-            run.finish_step(position, "succeeded", {"waited": True})
-            self._advance(batch, state, run, position + 1)
-        else:
+        draft = _Draft(copy.deepcopy(current), batch.now, batch.tenant_id)
+        if not handle(batch, state, draft, draft.run.steps[payload.position], payload):
             return Decision()
-        return self._decision(batch, run)
+        return draft.decision()
 
-    def _start(self, batch, state, event):
-        payload = event.payload
-        previous = state.get("run")
-        records = []
-        if previous is not None and previous["status"] in ACTIVE:
-            superseded = _Run(copy.deepcopy(previous), batch.now)
-            superseded.run["status"] = "superseded"
-            superseded.run["finished_at"] = batch.now
-            records.extend(superseded.records(batch.tenant_id))
-        definition = batch.data["definitions"].get(payload["playbook_id"], {})
-        run = _Run(
-            {
-                "id": run_id_for(event.event_id),
-                "exception_id": event.exception_id,
-                "playbook_id": payload["playbook_id"],
-                "version": batch.data["versions"].get(payload["playbook_id"], payload["playbook_version"]),
-                "status": "running",
-                "current_position": 0,
-                "policy": {"requires_approval": payload["requires_approval"]},
-                "started_at": batch.now,
-                "finished_at": None,
-                "steps": {
-                    position: {
-                        **spec,
-                        "status": "pending",
-                        "tool_execution_id": None,
-                        "output": {},
-                        "started_at": None,
-                        "finished_at": None,
-                    }
-                    for position, spec in definition.items()
-                },
+    def _start(self, batch: Batch, state: dict[str, Any], event: Envelope) -> Decision:
+        matched = PlaybookMatched.model_validate(event.payload)
+        loaded: PlaybookBatchState = batch.data[DATA]
+        records: list[Upsert] = []
+        previous = current_run(batch, state, event.exception_id)
+        if previous is not None and previous.status in ACTIVE_RUN_STATUSES:
+            superseded = _Draft(copy.deepcopy(previous), batch.now, batch.tenant_id)
+            superseded.run.status = RunStatus.SUPERSEDED
+            superseded.run.finished_at = batch.now
+            records.extend(superseded.records())
+        run = RunState(
+            id=run_id_for(event.event_id),
+            exception_id=event.exception_id,
+            playbook_id=matched.playbook_id,
+            version=loaded.versions.get(matched.playbook_id, matched.playbook_version),
+            status=RunStatus.RUNNING,
+            current_position=0,
+            policy={"requires_approval": matched.requires_approval},
+            started_at=batch.now,
+            finished_at=None,
+            steps={
+                position: StepState(definition)
+                for position, definition in loaded.definitions.get(matched.playbook_id, {}).items()
             },
-            batch.now,
         )
-        run.changed_steps.update(run.run["steps"])
-        self._advance(batch, state, run, 1)
-        decision = self._decision(batch, run)
+        draft = _Draft(run, batch.now, batch.tenant_id)
+        draft.changed_steps.update(run.steps)
+        advance(batch, state, draft, 1)
+        decision = draft.decision()
         decision.records[:0] = records
         return decision
-
-    def _advance(self, batch, state, run: _Run, position: int) -> None:
-        view = exception_view(run.run["exception_id"], state, run.run["policy"])
-        steps = run.run["steps"]
-        while position in steps:
-            step = steps[position]
-            run.run["current_position"] = position
-            if not holds(step.get("condition"), view):
-                run.set_step(position, status="skipped", finished_at=run.now)
-                position += 1
-                continue
-            params = render(step.get("params") or {}, view)
-            run.set_step(position, status="running", started_at=run.now)
-            action = step["action"]
-            if action in ("tool", "notify"):
-                execution_id = execution_id_for(run.id, position)
-                run.set_step(position, tool_execution_id=execution_id)
-                self._request_tool(batch, run, position, execution_id, params)
-                run.run["status"] = "running"
-                run.exception["status"] = "in_progress"
-                return
-            run.emit.append(
-                Emit.of(
-                    StepExecutionRequested(
-                        run_id=run.id, position=position, name=step["name"], action=action, params=params
-                    )
-                )
-            )
-            if action == "approval":
-                run.set_step(position, status="awaiting_approval")
-                run.run["status"] = "awaiting_approval"
-                run.exception["status"] = "awaiting_approval"
-                return
-            if action == "wait":
-                wake_at = run.now.timestamp() + float(params.get("seconds", 0))
-                run.set_step(position, output={"wake_at": wake_at})
-                run.run["status"] = "running"
-                run.exception["status"] = "in_progress"
-                return
-            if action == "resolve":
-                run.finish_step(position, "succeeded")
-                run.end("succeeded")
-                return
-            if action == "escalate":
-                run.finish_step(position, "succeeded")
-                run.end("escalated", str(params.get("reason") or f"playbook step {step['name']} escalates"))
-                return
-            raise ValueError(f"unknown step action {action!r}")
-        run.end("succeeded")
-
-    def _request_tool(self, batch, run: _Run, position: int, execution_id: str, params: dict) -> None:
-        from tools_app.models import ToolExecution
-
-        step = run.step(position)
-        tool_id, _ = batch.data["tools"].get((step["tool"], run.run["version"]), (None, None))
-        run.emit.append(
-            Emit.of(
-                StepExecutionRequested(
-                    run_id=run.id,
-                    position=position,
-                    name=step["name"],
-                    action=step["action"],
-                    params=params,
-                    tool_execution_id=execution_id,
-                )
-            )
-        )
-        run.emit.append(
-            Emit.of(
-                ToolExecutionRequested(
-                    execution_id=execution_id, tool=step["tool"], params=params, run_id=run.id, position=position
-                )
-            )
-        )
-        run.tool_executions.append(
-            Upsert(
-                ToolExecution,
-                {
-                    "id": execution_id,
-                    "tenant_id": batch.tenant_id,
-                    "exception_id": run.run["exception_id"],
-                    "tool_id": tool_id,
-                    "tool_name": step["tool"],
-                    "status": "requested",
-                    "request": {"params": params},
-                    "requested_by": "playbook",
-                    "requested_at": run.now,
-                    "updated_at": run.now,
-                },
-            )
-        )
-
-    def _tool_completed(self, batch, state, run: _Run, position: int, payload: dict) -> None:
-        step = run.step(position)
-        if payload["status"] == "succeeded":
-            run.finish_step(position, "succeeded", {"response": payload.get("response")})
-            self._advance(batch, state, run, position + 1)
-        elif step["action"] == "notify":
-            # Notifications are best effort: a failed one is recorded and the playbook goes on.
-            run.finish_step(position, "failed", {"error": payload.get("error", "")})
-            self._advance(batch, state, run, position + 1)
-        else:
-            run.finish_step(position, "failed", {"error": payload.get("error", "")})
-            run.end("failed", f"tool {step['tool']} {payload['status']}: {payload.get('error', '')}"[:500])
-
-    def _approval(self, batch, state, run: _Run, position: int, payload: dict) -> None:
-        output = {
-            "decision": payload["decision"],
-            "decided_by": payload.get("decided_by", ""),
-            "comment": payload.get("comment", ""),
-        }
-        if payload["decision"] == "approve":
-            run.finish_step(position, "succeeded", output)
-            run.run["status"] = "running"
-            run.exception["status"] = "in_progress"
-            self._advance(batch, state, run, position + 1)
-        else:
-            run.finish_step(position, "rejected", output)
-            run.end("rejected", f"step {run.step(position)['name']} rejected by {output['decided_by'] or 'a human'}")
-
-    def _decision(self, batch, run: _Run) -> Decision:
-        records = run.records(batch.tenant_id) + run.tool_executions
-        return Decision(emit=run.emit, exception=run.exception, records=records, state={"run": run.run})
 
 
 AGENT = PlaybookAgent()
