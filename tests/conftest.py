@@ -1,4 +1,4 @@
-"""Test database and broker set-up.
+"""Test database and broker set-up, and the fixtures shared by test modules.
 
 The schema owner creates and migrates the test database; the tests and every worker subprocess run
 as the row-level-security-bound application role, exactly as in production. Integration tests run
@@ -14,6 +14,7 @@ from django.db import connections
 from config import routing
 from config.celery import app as celery_app
 from sentinai.eventstore import outbox
+from tests.support.api import forget_caches, tenant_with_key
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,20 @@ def purge_broker():
 @pytest.fixture
 def log_dir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture
+def fresh_caches():
+    """The API caches verified keys and tenant rows in process: a test must not meet another's."""
+    forget_caches()
+    yield
+    forget_caches()
+
+
+@pytest.fixture
+def acme():
+    """Tenant `acme` and an API client holding its key."""
+    return tenant_with_key("acme")
 
 
 @pytest.fixture(scope="session", autouse=True)
