@@ -164,12 +164,7 @@ class ExceptionCollectionView(ApiView):
     def get(self, request, tenant_id: str):
         tenant = self.tenant(tenant_id)
         filters = parse_query(self.query_serializer, request)
-        after = None
-        if filters.get("cursor"):
-            try:
-                after = selectors.parse_position(pagination.decode(filters["cursor"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise Problem(400, "invalid-cursor", "The cursor is not one this API issued.") from exc
+        after = pagination.decode(filters.get("cursor"), selectors.parse_position)
         with self.scope(tenant.id):
             rows, position = selectors.exception_page(
                 tenant_id=tenant.id, filters=filters, after=after, limit=filters.get("limit", pagination.DEFAULT_LIMIT)

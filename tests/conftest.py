@@ -1,8 +1,9 @@
-"""Test database and broker set-up.
+"""Test database and broker set-up, and the fixtures shared by test modules.
 
 The schema owner creates and migrates the test database; the tests and every worker subprocess run
 as the row-level-security-bound application role, exactly as in production. Integration tests run
-real Celery workers (tests/support/workers.py) on the RabbitMQ vhost `sentinai_test`.
+real Celery workers (tests/support/workers.py) on the RabbitMQ vhost of CELERY_BROKER_URL
+(`sentinai_test` unless the environment names another, see config/settings/test.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from django.db import connections
 
 from config import routing
 from config.celery import app as celery_app
+from sentinai.eventstore import outbox
+from tests.support.api import forget_caches, tenant_with_key
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +43,10 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
 @pytest.fixture
 def purge_broker():
     """Empty every work queue and the DLQ of the test vhost (declaring them if needed)."""
+    # The test process sends no heartbeats on its pooled publishing connections, so the broker closes
+    # one left idle past the heartbeat timeout (by a long test before), and the fast path's first
+    # publish would then fail and leave the batch to a relay that no test runs: start with new ones.
+    outbox._reset_broker_pools()
     with celery_app.connection_for_write() as conn:
         routing.declare_topology(conn)
         channel = conn.default_channel
@@ -51,6 +58,20 @@ def purge_broker():
 @pytest.fixture
 def log_dir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture
+def fresh_caches():
+    """The API caches verified keys and tenant rows in process: a test must not meet another's."""
+    forget_caches()
+    yield
+    forget_caches()
+
+
+@pytest.fixture
+def acme():
+    """Tenant `acme` and an API client holding its key."""
+    return tenant_with_key("acme")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -125,12 +125,7 @@ class ToolExecutionListView(ApiView):
     )
     def get(self, request):
         filters = parse_query(self.query_serializer, request)
-        after = None
-        if filters.get("cursor"):
-            try:
-                after = selectors.parse_position(pagination.decode(filters["cursor"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise Problem(400, "invalid-cursor", "The cursor is not one this API issued.") from exc
+        after = pagination.decode(filters.get("cursor"), selectors.parse_position)
         with self.scope():
             rows, position = selectors.execution_page(
                 tenant_id=None if self.principal.is_operator else self.principal.tenant_id,

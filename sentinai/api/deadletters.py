@@ -67,6 +67,12 @@ class ReplayedSerializer(serializers.Serializer):
     replay_count = serializers.IntegerField()
 
 
+def _after_id(position: dict) -> int:
+    if not isinstance(position["i"], int):
+        raise TypeError("a dead-letter cursor holds an integer id")
+    return position["i"]
+
+
 def _shape(row: dict) -> dict:
     row = dict(row)
     row["agent"] = row.pop("consumer")
@@ -93,11 +99,9 @@ class DeadLetterListView(ApiView):
                 qs = qs.filter(status=filters["status"])
             if filters.get("agent"):
                 qs = qs.filter(consumer=filters["agent"])
-            if filters.get("cursor"):
-                position = pagination.decode(filters["cursor"])
-                if not isinstance(position.get("i"), int):
-                    raise Problem(400, "invalid-cursor", "The cursor is not one this API issued.")
-                qs = qs.filter(id__lt=position["i"])
+            after = pagination.decode(filters.get("cursor"), _after_id)
+            if after is not None:
+                qs = qs.filter(id__lt=after)
             rows = list(qs.order_by("-id").values(*FIELDS)[: limit + 1])
         position = None
         if len(rows) > limit:

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_e2e import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
-from tests.e2e.test_embedded import SERVICE_VARIABLES, free_port
 from tests.support.factories import wait_until
+from tests.support.host import ROOT, embedded_env, free_port
+from tests.support.scenarios import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     var = tmp_path_factory.mktemp("embedded")
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env.update({"SENTINAI_VAR_DIR": str(var), "PYTHONUNBUFFERED": "1", "SENTINAI_SCHEDULER_TICK_SECONDS": "0.5"})
+    env = embedded_env(SENTINAI_VAR_DIR=str(var), PYTHONUNBUFFERED="1", SENTINAI_SCHEDULER_TICK_SECONDS="0.5")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run(

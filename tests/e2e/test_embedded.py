@@ -2,33 +2,20 @@
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def embedded_env(var_dir: Path, port: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env.update({"PORT": str(port), "SENTINAI_VAR_DIR": str(var_dir)})
-    return env
+from tests.support.host import ROOT, embedded_env, free_port
 
 
 def start_make_run(var_dir: Path, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["make", "--no-print-directory", "run"],
-        cwd=ROOT, env=embedded_env(var_dir, port), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT, env=embedded_env(PORT=str(port), SENTINAI_VAR_DIR=str(var_dir)), stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
 

@@ -2,21 +2,16 @@
 every batch until its consumer deletes it, and a restart owes all of them again."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_embedded import free_port
+from tests.support.host import ROOT, embedded_env, free_port
 from tests.support.probes import IMPLEMENTATIONS
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 
 APPEND = """
 import uuid
@@ -40,19 +35,16 @@ def test_killing_the_embedded_platform_mid_flight_loses_nothing(tmp_path):
     var = tmp_path / "var"
     sleep_flag = tmp_path / "sleep"
     sleep_flag.touch()
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env.update(
-        {
-            "SENTINAI_VAR_DIR": str(var),
-            "SENTINAI_AGENT_IMPLEMENTATIONS": json.dumps(IMPLEMENTATIONS),
-            "SENTINAI_OUTBOX_GRACE_SECONDS": "0",
-            "PROBE_SLEEP_FILE": str(sleep_flag),
-            "PROBE_SLEEP_SECONDS": "0.05",
-            # One message = one batch of 10 committed at a time: coalesced, the 12 waiting messages could
-            # commit as one batch of 120 before the kill, whatever this machine's speed.
-            "SENTINAI_COALESCE": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
+    env = embedded_env(
+        SENTINAI_VAR_DIR=str(var),
+        SENTINAI_AGENT_IMPLEMENTATIONS=json.dumps(IMPLEMENTATIONS),
+        SENTINAI_OUTBOX_GRACE_SECONDS="0",
+        PROBE_SLEEP_FILE=str(sleep_flag),
+        PROBE_SLEEP_SECONDS="0.05",
+        # One message = one batch of 10 committed at a time: coalesced, the 12 waiting messages could
+        # commit as one batch of 120 before the kill, whatever this machine's speed.
+        SENTINAI_COALESCE="false",
+        PYTHONUNBUFFERED="1",
     )
     manage = [sys.executable, "manage.py"]
     var.mkdir()

@@ -13,9 +13,9 @@ from sentinai.models import ExceptionEvent, ProcessedEvent
 from sentinai.tenancy import admission
 from sentinai.tenancy.scope import tenant_scope
 from sentinai.tenancy.services import api_key_create, tenant_create_or_update
-from tests.e2e.test_e2e import settlement
 from tests.support.factories import wait_until
 from tests.support.platform import Platform
+from tests.support.scenarios import settlement
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

@@ -8,14 +8,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import get_commands
 
+from tests.support.host import ROOT
 from tests.support.workers import service_env
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = (ROOT / "docs" / "runbook.md").read_text()
 COMMANDS = [
     line[2:].strip()

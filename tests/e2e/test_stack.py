@@ -8,16 +8,14 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
 from config import routing
-from tests.e2e.test_embedded import free_port
+from tests.support.host import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 DB, VHOST = "sentinai_stack_test", "sentinai_stack_test"
 pytestmark = pytest.mark.slow
 

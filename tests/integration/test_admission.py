@@ -16,20 +16,13 @@ from tests.support.api import (
     admission,
     assert_problem,
     counts,
-    forget_caches,
     ingest,
     ingest_body,
     tenant_with_key,
 )
 
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 db = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    forget_caches()
-    yield
-    forget_caches()
 
 
 def _assert_refused(response, limit: str) -> dict:

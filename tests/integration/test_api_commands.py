@@ -36,21 +36,9 @@ from tests.support.api import (
 from tests.support.factories import make_tenant
 from tools_app.models import Tool, ToolExecution
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_caches")]
 
 NOTHING = {"exceptions": 0, "events": 0, "outbox": 0, "tool_executions": 0, "dead_letters": 0}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    forget_caches()
-    yield
-    forget_caches()
-
-
-@pytest.fixture
-def acme():
-    return tenant_with_key("acme")
 
 
 # --- authentication -------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from tests.support.api import (
     TOOL,
     assert_problem,
     await_approval,
-    forget_caches,
     ingest,
     ingest_body,
     make_dead_letter,
@@ -29,25 +28,13 @@ from tests.support.api import (
 )
 from tools_app.models import ToolExecution
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_caches")]
 
 EXCEPTION_FIELDS = {
     "exception_id", "tenant_id", "source_system", "source_ref", "exception_type", "severity", "status",
     "payload", "normalized", "sla_due_at", "created_at", "updated_at",
 }  # fmt: skip
 EVENT_FIELDS = {"event_id", "event_type", "sequence", "causation_id", "producer", "recorded_at", "payload"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    forget_caches()
-    yield
-    forget_caches()
-
-
-@pytest.fixture
-def acme():
-    return tenant_with_key("acme")
 
 
 def _path(url: str) -> str:

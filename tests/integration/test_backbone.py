@@ -27,12 +27,16 @@ from sentinai.models import DeadLetter, EventAttempt, ExceptionEvent, Outbox, Pa
 from sentinai.pipeline import scheduler
 from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import append, make_exceptions, make_tenant, wait_until
+from tests.support.metrics import counter
 from tests.support.probes import IMPLEMENTATIONS
 from tests.support.workers import WorkerProcess
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 TENANT = "acme"
+# Coalescing merges the messages waiting in a queue into one batch, which drops duplicates in memory and
+# sorts an exception's events: tests of the database's idempotency and parking turn it off.
+NO_COALESCING = {"SENTINAI_COALESCE": "false"}
 
 
 def applied(exception_id) -> list[int]:
@@ -60,8 +64,18 @@ def publish_body(queue: str, body: dict) -> None:
     celery_app.send_task(message.task_name(queue), args=[body], queue=queue, routing_key=queue)
 
 
-def all_applied_once(exception_ids) -> bool:
-    return all(len(applied(i)) == 1 for i in exception_ids)
+def consumers(queue: str) -> int:
+    with celery_app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).consumer_count
+
+
+def duplicates() -> float:
+    """Events the triage consumer found already applied (processed_event) and skipped."""
+    return counter("sentinai_events_duplicate_total", agent="triage")
+
+
+def parked() -> float:
+    return counter("sentinai_events_parked_total", agent="triage")
 
 
 @pytest.fixture
@@ -72,24 +86,26 @@ def tenant(purge_broker):
 # --- duplicates ----------------------------------------------------------------------------------
 
 
-def test_a_message_delivered_twice_takes_effect_once(tenant, log_dir):
+def test_a_message_delivered_again_after_its_batch_committed_is_rejected_by_the_database(tenant, log_dir):
     ids = make_exceptions(TENANT, 20)
-    envelopes = append_many(ids)
+    envelopes = append_many(ids)  # the fast path publishes the first copy
     with tenant_scope(TENANT):
         row = Outbox.objects.get(queue="triage")
-    # The fast path already published the batch; the broker now delivers a second copy.
-    body = message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[row.id], events=envelopes)
-    publish_body("triage", body)
-    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+    copy = message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[row.id], events=envelopes)
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS, env=NO_COALESCING):
+        wait_until(lambda: count(ProcessedEvent, consumer="triage") == 20, 30, message="the first copy to commit")
+        before = duplicates()
+        publish_body("triage", copy)
+        wait_until(lambda: duplicates() > before, 30, message="the second copy to be consumed")
         wait_until(lambda: count(ProcessedEvent, consumer="policy") == 20, 30)
-        time.sleep(1)  # room for the duplicate to be (not) applied
+    assert duplicates() - before == 20
     assert all(applied(i) == [1] for i in ids)
     assert count(ProcessedEvent, consumer="triage") == 20
     assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 20
     assert count(Outbox) == 0
 
 
-def test_an_event_republished_by_the_relay_takes_effect_once(tenant, log_dir, settings):
+def test_an_event_republished_by_the_relay_is_rejected_by_the_database(tenant, log_dir):
     ids = make_exceptions(TENANT, 5)
     append_many(ids)
     # As if the publishing process died after sending but before stamping the row: it looks unpublished
@@ -97,41 +113,62 @@ def test_an_event_republished_by_the_relay_takes_effect_once(tenant, log_dir, se
     with tenant_scope(TENANT):
         Outbox.objects.update(published_at=None, created_at=timezone.now() - timedelta(minutes=1))
     assert outbox.relay_all_tenants() == 1
-    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+    before = duplicates()
+    # Two copies wait in the queue. A solo worker with a prefetch of one is handed the second only once
+    # it acknowledged the first, which it does after that batch committed.
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS, env=NO_COALESCING):
+        wait_until(lambda: duplicates() > before, 30, message="the second copy to be consumed")
         wait_until(lambda: count(ProcessedEvent, consumer="policy") == 5, 30)
-        time.sleep(1)
+    assert duplicates() - before == 5
     assert all(applied(i) == [1] for i in ids)
     assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 5
+    assert count(Outbox) == 0
 
 
 # --- ordering ------------------------------------------------------------------------------------
 
 
-def test_events_of_one_exception_published_shuffled_are_applied_in_sequence_order(tenant, log_dir):
-    for _ in range(3):
-        (exception_id,) = make_exceptions(TENANT, 1)
-        with tenant_scope(TENANT):
-            events = store.append(
-                tenant_id=TENANT,
-                events=[store.NewEvent(exception_id, "TriageRequested", {"exception_type": "x"}) for _ in range(5)],
-                producer="intake",
+def test_events_of_one_exception_published_shuffled_to_two_workers_are_parked_and_applied_in_order(
+    tenant, log_dir, monkeypatch
+):
+    # Only the single-event messages published below deliver the appended events, not the fast path's
+    # one batch of all five in sequence order.
+    monkeypatch.setattr(outbox, "publish_after_commit", lambda rows, envelopes: None)
+    with (
+        WorkerProcess(["triage"], name="a", log_dir=log_dir, agents=IMPLEMENTATIONS, env=NO_COALESCING),
+        WorkerProcess(["triage"], name="b", log_dir=log_dir, agents=IMPLEMENTATIONS, env=NO_COALESCING),
+    ):
+        wait_until(lambda: consumers("triage") == 2, 10, message="both workers to consume from the queue")
+        for _ in range(3):
+            (exception_id,) = make_exceptions(TENANT, 1)
+            with tenant_scope(TENANT):
+                events = store.append(
+                    tenant_id=TENANT,
+                    events=[store.NewEvent(exception_id, "TriageRequested", {"exception_type": "x"}) for _ in range(5)],
+                    producer="intake",
+                )
+                Outbox.objects.all().delete()
+            assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
+            # Parking must happen, not just be likely. The last event goes first, and a worker's prefetch
+            # is one message: the worker it reaches handles it before any other, so it parks unless the
+            # other worker applied all four predecessors first - but those come out of order, and a lone
+            # worker taking them one by one then parks one of them.
+            rest = events[:-1]
+            while rest == events[:-1]:
+                random.shuffle(rest)
+            published = [events[-1], *rest]
+            parked_before = parked()
+            for event in published:
+                publish_body("triage", message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[0], events=[event]))
+            order = [e.sequence for e in published]
+            wait_until(
+                lambda exception_id=exception_id: len(applied(exception_id)) == 5 and not count(ParkedEvent),
+                30,
+                message=f"every event applied and none left parked (published {order})",
             )
-            # Only the shuffled single-event messages below deliver these events.
-            Outbox.objects.all().delete()
-        assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
-        shuffled = events[:]
-        while shuffled == events:
-            random.shuffle(shuffled)
-        for event in shuffled:
-            body = message.encode(tenant_id=TENANT, agent="triage", outbox_ids=[0], events=[event])
-            publish_body("triage", body)
-        with (
-            WorkerProcess(["triage"], name="a", log_dir=log_dir, agents=IMPLEMENTATIONS),
-            WorkerProcess(["triage"], name="b", log_dir=log_dir, agents=IMPLEMENTATIONS),
-        ):
-            wait_until(lambda exception_id=exception_id: len(applied(exception_id)) == 5, 30)
-        assert applied(exception_id) == [1, 2, 3, 4, 5], f"shuffled publication order {[e.sequence for e in shuffled]}"
-        assert count(ParkedEvent) == 0
+            assert applied(exception_id) == [1, 2, 3, 4, 5], f"published {order}"
+            assert parked() > parked_before, f"nothing parked (published {order})"
+            assert count(ProcessedEvent, consumer="triage", event_id__in=[e.event_id for e in events]) == 5
 
 
 # --- crash ---------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
 """Domain packs: validation with clear errors, immutable versions, binding tenants."""
 
-from pathlib import Path
-
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -9,9 +7,8 @@ from playbooks_app.models import Playbook, PlaybookStep
 from sentinai.packs import domain
 from sentinai.tenancy.scope import tenant_scope
 from sentinai.tenancy.services import tenant_create_or_update
+from tests.support.host import ROOT
 from tools_app.models import Tool
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_shipped_packs_are_valid():

@@ -7,13 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_embedded import free_port
+from tests.support.host import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services.sh"
 PROBE = ROOT / "scripts" / "kafka_probe.py"
 CHANGES = ("installing", "starting", "creating", "formatting", "resolving", "trusting")

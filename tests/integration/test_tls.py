@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_embedded import free_port
+from tests.support.host import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
 SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "DJANGO_SETTINGS_MODULE")
 

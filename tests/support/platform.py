@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from config import routing
-from tests.support.workers import ROOT, WorkerProcess, service_env
+from tests.support.host import ROOT
+from tests.support.workers import WorkerProcess, service_env
 
 FAST_SCHEDULE = {
     "SENTINAI_SCHEDULER_TICK_SECONDS": "0.5",

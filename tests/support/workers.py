@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.host import ROOT
 
 
 def service_env(**extra: str) -> dict[str, str]:

@@ -1,12 +1,9 @@
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
 from sentinai.eventstore.catalogue_doc import render
 from sentinai.eventstore.events import CATALOGUE, SUBSCRIPTIONS, UnknownEventType, validate_payload
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.host import ROOT
 
 REQUIRED = {
     "ExceptionIngested", "ExceptionNormalized", "ManualExceptionCreated", "TriageRequested", "TriageCompleted",

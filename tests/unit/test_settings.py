@@ -1,9 +1,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.host import ROOT
 
 
 def _check(secret: str | None) -> subprocess.CompletedProcess:

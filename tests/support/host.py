@@ -1,0 +1,25 @@
+"""The machine the tests run on: where the repository is, a free port, and the environment of a
+platform process configured with no services (the embedded default)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# What points a process at PostgreSQL, RabbitMQ and Redis; without them it runs embedded.
+SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def embedded_env(**extra: str) -> dict[str, str]:
+    """This environment less the service variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update(extra)
+    return env
