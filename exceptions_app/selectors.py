@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections import Counter
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -205,33 +204,3 @@ def triage_settings() -> dict[str, Any]:
 
 # The two loaders below read playbooks_app's tables. playbooks_app imports this module, so its models
 # are imported when called, not when this module loads.
-
-
-def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
-    """The tenant's active playbooks in matching order (priority, then name), each with the tools its
-    tool and notify steps use."""
-    from playbooks_app.models import Playbook, PlaybookStep
-
-    playbooks = list(
-        Playbook.objects.filter(tenant_id=tenant_id, is_active=True)
-        .order_by("-priority", "name")
-        .values("id", "name", "version", "match")
-    )
-    tools: dict[Any, set[str]] = {p["id"]: set() for p in playbooks}
-    for playbook_id, tool in PlaybookStep.objects.filter(
-        playbook_id__in=list(tools), action__in=("tool", "notify")
-    ).values_list("playbook_id", "tool"):
-        tools[playbook_id].add(tool)
-    return [{**p, "id": str(p["id"]), "tools": tools[p["id"]]} for p in playbooks]
-
-
-def succeeded_step_counts(*, exception_ids: list[str]) -> Counter[str]:
-    """How many playbook steps succeeded for each exception (over all its runs)."""
-    from playbooks_app.models import PlaybookRunStep, StepStatus
-
-    return Counter(
-        str(x)
-        for x in PlaybookRunStep.objects.filter(
-            run__exception_id__in=exception_ids, status=StepStatus.SUCCEEDED
-        ).values_list("run__exception_id", flat=True)
-    )

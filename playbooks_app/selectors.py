@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from typing import Any
 
@@ -176,4 +176,30 @@ def _run_state(
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         steps=steps,
+    )
+
+
+def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's active playbooks in matching order (priority, then name), each with the tools its
+    tool and notify steps use."""
+    playbooks = list(
+        Playbook.objects.filter(tenant_id=tenant_id, is_active=True)
+        .order_by("-priority", "name")
+        .values("id", "name", "version", "match")
+    )
+    tools: dict[Any, set[str]] = {p["id"]: set() for p in playbooks}
+    for playbook_id, tool in PlaybookStep.objects.filter(
+        playbook_id__in=list(tools), action__in=("tool", "notify")
+    ).values_list("playbook_id", "tool"):
+        tools[playbook_id].add(tool)
+    return [{**p, "id": str(p["id"]), "tools": tools[p["id"]]} for p in playbooks]
+
+
+def succeeded_step_counts(*, exception_ids: list[str]) -> Counter[str]:
+    """How many playbook steps succeeded for each exception (over all its runs)."""
+    return Counter(
+        str(x)
+        for x in PlaybookRunStep.objects.filter(
+            run__exception_id__in=exception_ids, status=StepStatus.SUCCEEDED
+        ).values_list("run__exception_id", flat=True)
     )

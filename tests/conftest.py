@@ -46,7 +46,7 @@ def purge_broker():
     # The test process sends no heartbeats on its pooled publishing connections, so the broker closes
     # one left idle past the heartbeat timeout (by a long test before), and the fast path's first
     # publish would then fail and leave the batch to a relay that no test runs: start with new ones.
-    outbox._reset_broker_pools()
+    outbox.reset_broker_pools()
     with celery_app.connection_for_write() as conn:
         routing.declare_topology(conn)
         channel = conn.default_channel

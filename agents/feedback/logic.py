@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exceptions_app import selectors as exception_selectors
 from exceptions_app.models import Feedback
+from playbooks_app import selectors as playbook_selectors
 from sentinai.eventstore.events import FeedbackCaptured
 from sentinai.pipeline.agent import Agent, Decision, Emit, Upsert
 from tools_app import selectors as tool_selectors
@@ -21,7 +21,7 @@ class FeedbackAgent(Agent):
 
     def load(self, batch, states):
         batch.data.update(
-            steps_run=exception_selectors.succeeded_step_counts(exception_ids=list(states)),
+            steps_run=playbook_selectors.succeeded_step_counts(exception_ids=list(states)),
             tool_failures=tool_selectors.failed_execution_counts(exception_ids=list(states)),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exceptions_app import selectors as exception_selectors
+from playbooks_app import selectors as playbook_selectors
 from sentinai.eventstore.events import EscalationRequested, PlaybookMatched, PolicyEvaluationCompleted
 from sentinai.packs import domain
 from sentinai.packs.conditions import exception_view, holds
@@ -17,7 +17,7 @@ class PolicyAgent(Agent):
     def load(self, batch, states):
         batch.data.update(
             pack=domain.tenant_pack(batch.tenant),
-            playbooks=exception_selectors.active_playbooks(tenant_id=batch.tenant_id),
+            playbooks=playbook_selectors.active_playbooks(tenant_id=batch.tenant_id),
             auto_tools=tool_selectors.auto_approved_tool_names(tenant_id=batch.tenant_id),
         )
 

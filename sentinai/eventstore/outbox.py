@@ -111,14 +111,14 @@ def _send(rows: Sequence[OutboxRow], envelopes: dict[str, Envelope]) -> list[int
     try:
         _send_each(rows, envelopes, sent)
     except Exception:
-        _reset_broker_pools()
+        reset_broker_pools()
         if not sent:
             raise
         logger.warning("published %d of %d outbox rows before the broker failed", len(sent), len(rows))
     return sent
 
 
-def _reset_broker_pools() -> None:
+def reset_broker_pools() -> None:
     """Pooled broker connections may be dead (the broker restarted): drop the pools, as Celery does
     after a fork, so the next publish opens fresh connections."""
     try:
