@@ -13,7 +13,7 @@ CELERY_BROKER_URL       ?= amqp://guest:guest@127.0.0.1:5672//
 REDIS_URL               ?= redis://127.0.0.1:6379/0
 KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 
-.PHONY: run stack test lint format migrate services services-stop bench bench-pipeline bench-queries clean help
+.PHONY: run stack test lint format migrate services services-stop bench bench-pipeline bench-queries bench-stream clean help
 
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
@@ -78,6 +78,10 @@ bench: bench-pipeline
 bench-pipeline: $(VENV)/.dev services
 	./scripts/tune-postgres.sh
 	$(BIN)/python bench/pipeline.py
+
+bench-stream: $(VENV)/.dev services
+	$(BIN)/python bench/stream.py --events 200000 --relays 1
+	$(BIN)/python bench/stream.py --events 200000 --relays 2
 
 bench-queries: $(VENV)/.dev services
 	./scripts/tune-postgres.sh

@@ -9,6 +9,8 @@
 #   Redis           127.0.0.1:6379  Debian package; no persistence
 #   Apache Kafka 4  127.0.0.1:9092  Maven Central's org.apache.kafka:kafka_2.13 (version: scripts/kafka/pom.xml),
 #                                   single node, KRaft combined mode (controller on 127.0.0.1:9093)
+#                   127.0.0.1:9094  the same broker over SASL_SSL (TLS with a throwaway CA in var/services/kafka/tls,
+#                                   SCRAM-SHA-512 user sentinai), to test the managed-Kafka path
 #
 # DEVELOPMENT AND TEST ONLY: PostgreSQL trusts every local connection and RabbitMQ keeps guest/guest.
 # Never run this on a host that serves real data; point the project at real services instead
@@ -165,6 +167,27 @@ redis_start() {
 }
 
 # --- Apache Kafka --------------------------------------------------------------------------------
+# Development and test credentials of the SASL_SSL listener (never a real cluster's).
+KAFKA_TLS_PASSWORD=sentinai-dev-only
+KAFKA_SCRAM_USER=sentinai
+KAFKA_SCRAM_PASSWORD=sentinai-dev-only
+
+# kafka_tls DIR: a throwaway CA (ca.pem, what clients trust) and the broker's certificate for
+# 127.0.0.1/localhost signed by it, as the PKCS12 keystore the broker reads. Made once.
+kafka_tls() {
+  local dir=$1
+  [ -f "$dir/broker.p12" ] && return
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=sentinai-dev-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/broker.key" -out "$dir/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$dir/san.ext"
+  openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$dir/san.ext" -out "$dir/broker.pem" 2>/dev/null
+  openssl pkcs12 -export -in "$dir/broker.pem" -inkey "$dir/broker.key" -certfile "$dir/ca.pem" \
+    -name broker -out "$dir/broker.p12" -passout "pass:$KAFKA_TLS_PASSWORD"
+}
+
 kafka_start() {
   local version home data logs props
   version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
@@ -173,7 +196,15 @@ kafka_start() {
   logs=$VAR_DIR/kafka
   props=$logs/server.properties
   if python3 scripts/kafka_probe.py 127.0.0.1:9092 --timeout 1 >/dev/null 2>&1; then
-    return
+    if bash -c 'exec 3<>/dev/tcp/127.0.0.1/9094' 2>/dev/null; then
+      return
+    fi
+    # Up, but started before it had the SASL_SSL listener: restart it if it is ours.
+    [ -f "$RUN_DIR/kafka.pid" ] && kill -0 "$(cat "$RUN_DIR/kafka.pid")" 2>/dev/null \
+      || die "Kafka answers on 9092 but has no SASL_SSL listener on 9094 (not started by this script: restart it)"
+    log "restarting Kafka to add its SASL_SSL listener"
+    kill "$(cat "$RUN_DIR/kafka.pid")"
+    wait_for "Kafka to stop" bash -c "! kill -0 $(cat "$RUN_DIR/kafka.pid") 2>/dev/null"
   fi
   if [ ! -f "$home/.complete" ]; then
     log "resolving Apache Kafka $version from Maven Central into $home"
@@ -184,16 +215,23 @@ kafka_start() {
     touch "$home/.complete"
   fi
   mkdir -p "$data"
+  kafka_tls "$logs/tls"
   cat > "$props" <<PROPS
 # Written by scripts/services.sh: one node, KRaft combined mode, loopback only.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:9092
+# PLAINTEXT for the platform and tests; SASL_SSL (TLS + SCRAM-SHA-512, as on AWS MSK) to test that path.
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094
+advertised.listeners=PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$logs/tls/broker.p12
+ssl.keystore.password=$KAFKA_TLS_PASSWORD
 log.dirs=$data
 num.partitions=${KAFKA_NUM_PARTITIONS:-6}
 # Topics are created explicitly (the relay creates a tenant topic on first use with the configured
@@ -213,7 +251,8 @@ PROPS
     log "formatting Kafka storage in $data"
     local cluster_id
     cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >> "$logs/storage.log" 2>&1 \
+    java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" >> "$logs/storage.log" 2>&1 \
       || die "Kafka storage format failed: see $logs/storage.log"
   fi
   log "starting Apache Kafka $version (logs: $logs/server.log)"
@@ -225,6 +264,7 @@ PROPS
     -cp "$cp" kafka.Kafka "$props" >> "$logs/server.log" 2>&1 < /dev/null &
   echo $! > "$RUN_DIR/kafka.pid"
   wait_for "Kafka (127.0.0.1:9092; see $logs/server.log)" python3 scripts/kafka_probe.py 127.0.0.1:9092 --timeout 1
+  wait_for "Kafka's SASL_SSL listener (127.0.0.1:9094)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9094'
 }
 
 declare -A url_of=([postgresql]="${DATABASE_URL:-}" [rabbitmq]="${CELERY_BROKER_URL:-}"

@@ -13,6 +13,7 @@ from sentinai.models import (
     Outbox,
     ParkedEvent,
     ProcessedEvent,
+    StreamOutbox,
     Tenant,
     TenantAPIKey,
 )
@@ -80,6 +81,15 @@ class StuckFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(**{f"{self.field}__lt": stuck.before(stuck.DEFAULT_THRESHOLD_SECONDS)})
         return queryset
+
+
+@admin.register(StreamOutbox)
+class StreamOutboxAdmin(ReadOnlyAdmin):
+    """Events owed to the Kafka event stream; the relay deletes a row once Kafka acknowledged it."""
+
+    list_display = ("id", "tenant_id", "shard", "created_at")
+    list_filter = ("tenant_id", "shard")
+    show_full_result_count = False
 
 
 @admin.register(Outbox)

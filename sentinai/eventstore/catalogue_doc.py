@@ -17,6 +17,21 @@ Consumers are declared once, in `SUBSCRIPTIONS`; appending an event writes one o
 consuming agent's queue. Events with no consumer are recorded for the exception's history, its trace,
 and the query APIs.
 
+## On Kafka: the event stream
+
+With a Kafka cluster configured (`KAFKA_BOOTSTRAP_SERVERS`), **every** event of this catalogue is also
+published to its tenant's topic, `sentinai.events.<tenant>` (`SENTINAI_KAFKA_TOPIC_TEMPLATE`), by
+`manage.py relay_event_stream` from the `stream_outbox` rows its append wrote:
+
+| part | content |
+|---|---|
+| key | `exception_id`: an exception's events share a partition, in `sequence` order |
+| value | the envelope as JSON: `tenant_id`, `event_id`, `event_type`, `exception_id`, `sequence`, `causation_id`, `producer`, `payload`, `schema_version`, `metadata`, `recorded_at` (the store's time) |
+| headers | `event_id`, `event_type`, `tenant_id`, `schema_version` |
+
+Delivery is at least once: de-duplicate on `event_id` (a repeat is the same event, never a reordering).
+`manage.py replay_event_stream --tenant T [--since TIME]` publishes a tenant's history again.
+
 ## Who consumes what
 
 | agent (queue) | consumes |

@@ -40,3 +40,13 @@ def test_services_of_the_topology_and_their_configuration():
         assert "production" in SERVICES[name]["build"]["dockerfile_inline"], name
     assert SERVICES["web"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert any(arg.startswith("--basic-auth=") for arg in SERVICES["flower"]["command"]), "Flower is not open"
+
+
+def test_kafka_and_the_event_stream_relay():
+    assert SERVICES["stream"]["command"] == ["python", "manage.py", "relay_event_stream"]
+    assert SERVICES["stream"]["depends_on"]["kafka"] == {"condition": "service_healthy"}
+    assert SERVICES["web"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
