@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from redis.exceptions import RedisError
 
 from exceptions_app import services
@@ -222,7 +222,7 @@ class IngestConsumer:
                 return 0
             rules = pii_rules_for(tenant)
             known_types = set(domain.tenant_pack(tenant).exception_types)
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             self._outage("database", key, first, exc)
             return 0
 
@@ -258,7 +258,7 @@ class IngestConsumer:
         try:
             if admitted:  # the in-flight room is handed back by the service when this raises
                 stored = services.exceptions_ingest_admitted(tenant_id=tenant.id, items=admitted)
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             self._outage("database", key, first, exc)
             return 0
         except LookupError as exc:  # a concurrent conflicting insert rolled back: read them again

@@ -164,3 +164,29 @@ def test_an_unknown_tenant_in_the_configuration_is_a_clear_error(tmp_path):
     )
     assert done.returncode != 0
     assert "names tenants that do not exist: no-such-tenant" in done.stderr
+
+
+def test_a_database_outage_only_delays_the_ingest_and_is_logged_once(tmp_path):
+    from django.db import connections
+
+    from tests.support.proxy import TcpProxy
+
+    tenant_id = new_tenant("kin-db")
+    topic = create_topic()
+    db = connections["default"].settings_dict
+    with TcpProxy(int(db["PORT"] or 5432)) as proxy:
+        url = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+        with Ingest(tmp_path, {topic: tenant_id}, DATABASE_URL=url) as ingest:
+            produce(topic, [(report("D-0"), []), (report("D-1"), [])])
+            wait_until(lambda: committed(ingest.group, topic) == 2, 60)
+            proxy.cut()
+            produce(topic, [(report(f"D-{i}"), []) for i in range(2, 6)])
+            wait_until(lambda: "database unreachable" in ingest.log(), 30, message="the outage to be noticed")
+            time.sleep(3)  # several retries against a database that is not there
+            assert committed(ingest.group, topic) == 2 and len(stored(tenant_id)) == 2
+            proxy.restore()
+            wait_until(lambda: committed(ingest.group, topic) == 6, 60, message="the rest after the outage")
+            assert ingest.proc.poll() is None
+    assert sorted(r["source_ref"] for r in stored(tenant_id)) == [f"D-{i}" for i in range(6)]
+    log = ingest.log()
+    assert log.count("database unreachable") == 1 and log.count("database reachable again") == 1, log
