@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError
 from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -37,7 +36,6 @@ from sentinai.kernel import metrics
 from sentinai.packs import pii
 from sentinai.packs.rules import pii_rules_for
 from sentinai.tenancy import admission
-from sentinai.tenancy.scope import tenant_scope
 
 
 def status_url(request, tenant_id: str, exception_id: str) -> str:
@@ -47,18 +45,15 @@ def status_url(request, tenant_id: str, exception_id: str) -> str:
 
 
 def _idempotency_key(request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > 200 or not key.isprintable():
+    try:
+        return services.idempotency_key_clean(request.headers.get("Idempotency-Key"))
+    except ValueError as exc:
         raise Problem(
             400,
             "validation-error",
-            "Idempotency-Key must be 1-200 printable characters.",
+            f"Idempotency-Key {exc}.",
             errors={"Idempotency-Key": ["1-200 printable characters."]},
-        )
-    return key
+        ) from exc
 
 
 def _refused(tenant, refusal: admission.Refusal) -> Response:
@@ -72,42 +67,11 @@ def _refused(tenant, refusal: admission.Refusal) -> Response:
     )
 
 
-def _new_exception(
-    data: dict[str, Any], rules: pii.Rules, *, idempotency_key: str | None = None
-) -> services.NewException:
-    """Redact the payload before anything is stored, published or logged."""
-    payload = pii.redact(data["payload"], rules).value
-    occurred_at = data.get("occurred_at")
-    return services.NewException(
-        source_system=data["source_system"],
-        source_ref=data.get("source_ref"),
-        exception_type=data.get("exception_type"),
-        occurred_at=occurred_at,
-        idempotency_key=idempotency_key,
-        payload=payload,
-        event_payload={
-            "source_system": data["source_system"],
-            "source_ref": data.get("source_ref"),
-            "exception_type": data.get("exception_type"),
-            "occurred_at": occurred_at.isoformat() if occurred_at else None,
-            "payload": payload,
-        },
-    )
-
-
 def _ingest(tenant, items: list[services.NewException]) -> list[services.Ingested]:
-    """Admitted items go in one transaction; the in-flight room of duplicates is handed back."""
     try:
-        with tenant_scope(tenant.id):
-            results = services.exceptions_ingest(tenant_id=tenant.id, items=items)
+        return services.exceptions_ingest_admitted(tenant_id=tenant.id, items=items)
     except LookupError as exc:
-        admission.release(tenant.id, len(items))
         raise Problem(409, "conflict", "A concurrent request for the same exception failed; retry.") from exc
-    except DatabaseError:
-        admission.release(tenant.id, len(items))
-        raise
-    admission.release(tenant.id, sum(1 for r in results if r.deduplicated))
-    return results
 
 
 class FilterSerializer(serializers.Serializer):
@@ -136,7 +100,7 @@ class ExceptionCollectionView(ApiView):
         tenant = self.tenant(tenant_id)
         serializer = IngestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = _new_exception(
+        item = services.exception_from_report(
             serializer.validated_data, pii_rules_for(tenant), idempotency_key=_idempotency_key(request)
         )
         refusal = admission.admit(tenant, 1)
@@ -194,7 +158,7 @@ class ExceptionBatchView(ApiView):
                     {"index": index, "status": "rejected", "errors": {"non_field_errors": ["Must be an object."]}}
                 )
             elif item.is_valid():
-                valid.append((index, _new_exception(item.validated_data, rules)))
+                valid.append((index, services.exception_from_report(item.validated_data, rules)))
                 results.append({"index": index})
             else:
                 results.append({"index": index, "status": "rejected", "errors": item.errors})

@@ -7,11 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import Q
 
 from exceptions_app.models import ExceptionRecord
 from sentinai.eventstore import store
 from sentinai.kernel import bulk, ids
+from sentinai.packs import pii
+from sentinai.tenancy import admission
+from sentinai.tenancy.scope import tenant_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,55 @@ class Ingested:
     exception_id: str
     event_id: str | None
     deduplicated: bool
+
+
+def idempotency_key_clean(value: str | None) -> str | None:
+    """An Idempotency-Key as given by a client (HTTP header, Kafka message header); ValueError if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 200 or not value.isprintable():
+        raise ValueError("must be 1-200 printable characters")
+    return value
+
+
+def exception_from_report(
+    data: dict[str, Any], rules: pii.Rules, *, idempotency_key: str | None = None
+) -> NewException:
+    """An exception reported by a source system (IngestSerializer's validated data), redacted before
+    anything is stored, published or logged."""
+    payload = pii.redact(data["payload"], rules).value
+    occurred_at = data.get("occurred_at")
+    return NewException(
+        source_system=data["source_system"],
+        source_ref=data.get("source_ref"),
+        exception_type=data.get("exception_type"),
+        occurred_at=occurred_at,
+        idempotency_key=idempotency_key,
+        payload=payload,
+        event_payload={
+            "source_system": data["source_system"],
+            "source_ref": data.get("source_ref"),
+            "exception_type": data.get("exception_type"),
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+            "payload": payload,
+        },
+    )
+
+
+def exceptions_ingest_admitted(*, tenant_id: str, items: Sequence[NewException]) -> list[Ingested]:
+    """Ingest items admission control admitted, in one tenant-scoped transaction (the API and the
+    Kafka ingest both come here). The in-flight room taken for duplicates is handed back, and for
+    every item when nothing was stored: LookupError (a concurrent conflicting request rolled back;
+    retry) or the DatabaseError is raised after that."""
+    try:
+        with tenant_scope(tenant_id):
+            results = exceptions_ingest(tenant_id=tenant_id, items=items)
+    except (LookupError, DatabaseError):
+        admission.release(tenant_id, len(items))
+        raise
+    admission.release(tenant_id, sum(1 for r in results if r.deduplicated))
+    return results
 
 
 def _natural_key(item: NewException) -> tuple:

@@ -51,6 +51,8 @@ STREAM_PUBLISHED = Counter("sentinai_stream_events_published_total", "Events Kaf
 STREAM_FAILURES = Counter(
     "sentinai_stream_delivery_failures_total", "Events of the event stream Kafka did not acknowledge (sent again)."
 )
+KAFKA_INGESTED = Counter("sentinai_kafka_ingested_total", "Exceptions taken in from Kafka ingest topics.")
+KAFKA_REJECTED = Counter("sentinai_kafka_rejected_total", "Ingest messages refused to their <topic>.rejected.")
 HTTP_SECONDS = Histogram(
     "sentinai_http_request_seconds", "API request latency.", ["method", "route", "status"], buckets=LATENCY_BUCKETS
 )
