@@ -5,15 +5,14 @@
 - **Same path as the API**: a message value is the JSON body the endpoint accepts, checked by
   IngestSerializer, redacted and stored by the same services (`exception_from_report`,
   `exceptions_ingest_admitted`), de-duplicated by (source_system, source_ref) and by an
-  `Idempotency-Key` message header, under the tenant's admission limits. A topic has no one to answer
-  a validation error to, so a type the tenant's domain pack does not know is refused here too (the
-  API stores it and intake marks it invalid).
+  `Idempotency-Key` message header, under the tenant's admission limits. A type the tenant's domain
+  pack does not know is stored, as over HTTP, and intake marks it invalid with its reasons.
 - **Nothing accepted is lost**: offsets are committed (synchronously, auto-commit off) only after the
   transaction holding the exceptions committed, so a crash re-reads them; exceptions with a source_ref
   or an Idempotency-Key are then de-duplicated, others may be stored twice (at least once).
 - **Backpressure, not drops**: when admission refuses, the partition is paused, rewound to the refused
   message and resumed after the Retry-After (at most MAX_PAUSE_SECONDS, so a raised limit is noticed).
-- **Invalid messages** (not JSON, failing validation, unknown type, oversized) go to `<topic>.rejected`
+- **Invalid messages** (not JSON, failing the API's validation, oversized) go to `<topic>.rejected`
   with the original key, value and headers plus `rejected_reason` and `rejected_from`
   (topic/partition/offset); their offset is committed once Kafka acknowledged the copy.
 - **Outages**: librdkafka reconnects to Kafka by itself; the database's OperationalError rewinds the
@@ -37,7 +36,6 @@ from exceptions_app.serializers import IngestSerializer
 from sentinai.eventstore.stream import StreamError, Topics
 from sentinai.kernel import kafka, metrics
 from sentinai.models import Tenant
-from sentinai.packs import domain
 from sentinai.packs.rules import pii_rules_for
 from sentinai.tenancy import admission, tenants
 
@@ -80,7 +78,7 @@ def ingest_topics() -> dict[str, str]:
 
 
 def parse(
-    value: bytes | None, headers: list[tuple[str, bytes | None]], rules, known_types
+    value: bytes | None, headers: list[tuple[str, bytes | None]], rules
 ) -> services.NewException | Rejection:
     """A message as the API would take its body and Idempotency-Key header, or why it is refused."""
     limit = settings.SENTINAI["MAX_PAYLOAD_BYTES"] * RAW_LIMIT_FACTOR
@@ -97,9 +95,8 @@ def parse(
     serializer = IngestSerializer(data=body)
     if not serializer.is_valid():
         return Rejection("invalid: " + orjson.dumps(serializer.errors).decode())
-    exception_type = serializer.validated_data.get("exception_type")
-    if exception_type is not None and exception_type not in known_types:
-        return Rejection(f"unknown-exception-type: {exception_type!r} is not in the tenant's domain pack")
+    # An exception type the tenant's pack does not know is accepted, as over HTTP: intake records it as
+    # ExceptionValidationFailed (invalid, with reasons), so it stays in the tenant's history.
     try:
         key = header(headers, "Idempotency-Key")
         key = services.idempotency_key_clean(key)
@@ -221,7 +218,6 @@ class IngestConsumer:
                 self._pause(key, first, 30.0)
                 return 0
             rules = pii_rules_for(tenant)
-            known_types = set(domain.tenant_pack(tenant).exception_types)
         except (OperationalError, InterfaceError) as exc:
             self._outage("database", key, first, exc)
             return 0
@@ -230,7 +226,7 @@ class IngestConsumer:
         refused: tuple[object, admission.Refusal] | None = None
         try:
             for message in run:
-                outcome = parse(message.value(), message.headers() or [], rules, known_types)
+                outcome = parse(message.value(), message.headers() or [], rules)
                 if isinstance(outcome, Rejection):
                     rejected.append((message, outcome.reason))
                 else:
