@@ -4,24 +4,33 @@ consuming each agent queue."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+import uuid
 
 import httpx
+import orjson
 import psycopg
 import pytest
+from confluent_kafka import Consumer
 
 from config import routing
+from tests.support.factories import wait_until
 from tests.support.host import ROOT, free_port
+from tests.support.scenarios import settlement
 
 DB, VHOST = "sentinai_stack_test", "sentinai_stack_test"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def stack(tmp_path):
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One `make stack` for the module's tests (starting one takes a while, and a second one's database
+    cannot be dropped while the first one's processes still hold it)."""
+    tmp_path = tmp_path_factory.mktemp("stack")
     with psycopg.connect("postgres://sentinai@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB}")
@@ -105,5 +114,53 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
     ).stdout.split()
     assert set(routing.AGENTS) <= set(queues), queues
     text = log.read_text()
-    for process in ("web", "beat", "dlq", "flower"):
+    for process in ("web", "beat", "dlq", "flower", "stream"):
         assert f"{process}." in text or f"{process} " in text, process
+
+
+def test_an_exception_ingested_on_the_stack_appears_on_its_tenants_kafka_topic_in_order(stack):
+    port, _, proc, log = stack
+    keys = log.parent / "var" / "demo-keys.json"
+    wait_until(lambda: keys.exists() and proc.poll() is None, 240, message="make stack to seed its tenants")
+    key = json.loads(keys.read_text())["acme-finance"]
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+    def accepted():
+        try:
+            response = http.post(
+                "/api/exceptions/acme-finance",
+                json={
+                    "source_system": "stack-test",
+                    "exception_type": "SETTLEMENT_FAILURE",
+                    "payload": settlement(5_000),
+                },
+            )
+        except httpx.HTTPError:
+            return None
+        return response.json()["exception_id"] if response.status_code == 202 else None
+
+    exception_id = wait_until(accepted, 240, interval=1, message="the stack's API to accept an exception")
+    wait_until(
+        lambda: http.get(f"/api/exceptions/acme-finance/{exception_id}").json().get("status") == "resolved",
+        120, interval=0.5, message="the exception to be resolved on the stack",
+    )  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": "127.0.0.1:9092",
+            "group.id": f"stack-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe(["sentinai.events.acme-finance"])
+    events = []
+    deadline = time.monotonic() + 120
+    try:
+        while "FeedbackCaptured" not in [e["event_type"] for e in events] and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error() and message.key() == exception_id.encode():
+                events.append(orjson.loads(message.value()))
+    finally:
+        consumer.close()
+    types = [e["event_type"] for e in events]
+    assert types[0] == "ExceptionIngested" and "ExceptionResolved" in types and "FeedbackCaptured" in types, types
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
