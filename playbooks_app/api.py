@@ -74,7 +74,7 @@ class PlaybookDetailView(ApiView):
     )
     def get(self, request, playbook_id):
         with self.scope():
-            playbook = selectors.playbook_get(playbook_id=str(playbook_id))
+            playbook = selectors.playbook_get(tenant_id=self.readable_tenant, playbook_id=str(playbook_id))
         if playbook is None:
             raise Problem(404, "not-found", "No such playbook.")
         return Response(playbook)

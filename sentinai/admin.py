@@ -39,8 +39,8 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(TenantAPIKey)
 class TenantAPIKeyAdmin(APIKeyModelAdmin):
-    list_display = (*APIKeyModelAdmin.list_display, "tenant", "is_operator")
-    list_filter = ("tenant", "is_operator", "revoked")
+    list_display = (*APIKeyModelAdmin.list_display, "tenant", "scopes")
+    list_filter = ("tenant", "revoked")
 
 
 @admin.register(DomainPack)

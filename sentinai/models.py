@@ -46,14 +46,39 @@ class Tenant(models.Model):
         return self.id
 
 
+class Scope(models.TextChoices):
+    """What an API key may do. Writes are only ever for the key's own tenant; `operate` widens reads.
+
+    ingest: report exceptions (single, batch, manual). read: the query endpoints. approve: approve or
+    reject, feedback, playbook recalculation, manual tool runs. operate: read every tenant's rows,
+    replay or discard dead letters, re-drive stuck work.
+    """
+
+    INGEST = "ingest"
+    READ = "read"
+    APPROVE = "approve"
+    OPERATE = "operate"
+
+
+DEFAULT_SCOPES = (Scope.INGEST.value, Scope.READ.value)
+
+
+def _default_scopes() -> list[str]:
+    return list(DEFAULT_SCOPES)
+
+
 class TenantAPIKey(AbstractAPIKey):
     """An API key of one tenant, stored as prefix + SHA-512 hash (djangorestframework-api-key).
 
-    Operator keys read across tenants and may replay dead letters.
+    Its `name` is the actor recorded on every human action taken with it; its `scopes` say what it may do.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
-    is_operator = models.BooleanField(default=False)
+    scopes = models.JSONField(default=_default_scopes)
+
+    @property
+    def is_operator(self) -> bool:
+        return Scope.OPERATE in self.scopes
 
     class Meta(AbstractAPIKey.Meta):
         db_table = "api_key"

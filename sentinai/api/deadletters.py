@@ -11,7 +11,7 @@ from sentinai.api.problems import Problem
 from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
-from sentinai.models import DeadLetter
+from sentinai.models import DeadLetter, Scope
 from sentinai.ops import deadletters
 
 FIELDS = (
@@ -95,6 +95,8 @@ class DeadLetterListView(ApiView):
         limit = filters.get("limit", pagination.DEFAULT_LIMIT)
         with self.scope():
             qs = DeadLetter.objects.all()
+            if self.readable_tenant is not None:
+                qs = qs.filter(tenant_id=self.readable_tenant)
             if filters.get("status"):
                 qs = qs.filter(status=filters["status"])
             if filters.get("agent"):
@@ -111,6 +113,8 @@ class DeadLetterListView(ApiView):
 
 
 class DeadLetterReplayView(ApiView):
+    write_scope = Scope.OPERATE
+
     @extend_schema(
         operation_id="dead_letters_replay",
         summary="Replay a dead letter: its events run again from its agent (operator keys)",
@@ -118,8 +122,6 @@ class DeadLetterReplayView(ApiView):
         responses={202: ReplayedSerializer, **problems(403, 404, 409)},
     )
     def post(self, request, dead_letter_id: int):
-        if not self.principal.is_operator:
-            raise Problem(403, "forbidden", "Only operator keys may replay dead letters.")
         with self.scope():
             letter = DeadLetter.objects.filter(pk=dead_letter_id).first()
         if letter is None:
