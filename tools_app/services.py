@@ -128,6 +128,7 @@ def tool_executions_attempt(
         finished = selectors.execution_statuses(execution_ids=list(set(wanted) - set(running)))
         views = exception_views(exception_ids=list({e.exception_id for e in requests}))
     allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])
+    allowed_cidrs = list((tenant.overrides or {}).get("allowed_cidrs") or [])
 
     def attempt(execution_id: str) -> runners.Attempt:
         event = wanted[execution_id]
@@ -146,6 +147,7 @@ def tool_executions_attempt(
                 view=views.get(event.exception_id, {}),
                 context=ToolContext(tenant.id, event.exception_id, execution_id, attempts),
                 allowed_hosts=allowed_hosts,
+                allowed_cidrs=allowed_cidrs,
             )
             return runners.Attempt(outcome, attempts, tool["max_attempts"])
 
