@@ -40,3 +40,9 @@ def test_services_of_the_topology_and_their_configuration():
         assert "production" in SERVICES[name]["build"]["dockerfile_inline"], name
     assert SERVICES["web"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert any(arg.startswith("--basic-auth=") for arg in SERVICES["flower"]["command"]), "Flower is not open"
+
+
+def test_only_the_one_shot_migrate_service_holds_the_schema_owners_credentials():
+    holders = [name for name, service in SERVICES.items() if "DATABASE_OWNER_URL" in (service.get("environment") or {})]
+    assert holders == ["migrate"]
+    assert SERVICES["migrate"]["restart"] == "no"
