@@ -70,7 +70,7 @@ class PlaybookDetailView(ApiView):
     @extend_schema(
         operation_id="playbooks_retrieve",
         summary="A playbook version with its steps",
-        responses={200: PlaybookSerializer, **problems(404)},
+        responses={200: PlaybookSerializer, **problems(403, 404)},
     )
     def get(self, request, playbook_id):
         with self.scope():

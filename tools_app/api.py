@@ -137,7 +137,7 @@ class ToolExecutionListView(ApiView):
         parameters=[
             ExecutionFilterSerializer,
         ],
-        responses={200: ExecutionPageSerializer, **problems(400)},
+        responses={200: ExecutionPageSerializer, **problems(400, 403)},
     )
     def get(self, request):
         filters = parse_query(self.query_serializer, request)
@@ -156,7 +156,7 @@ class ToolExecutionDetailView(ApiView):
     @extend_schema(
         operation_id="tools_executions_retrieve",
         summary="One tool execution",
-        responses={200: ExecutionSerializer, **problems(404)},
+        responses={200: ExecutionSerializer, **problems(403, 404)},
     )
     def get(self, request, execution_id):
         with self.scope():

@@ -88,7 +88,7 @@ class DeadLetterListView(ApiView):
         parameters=[
             DeadLetterFilterSerializer,
         ],
-        responses={200: DeadLetterPageSerializer, **problems(400)},
+        responses={200: DeadLetterPageSerializer, **problems(400, 403)},
     )
     def get(self, request):
         filters = parse_query(self.query_serializer, request)
