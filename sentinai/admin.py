@@ -159,7 +159,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def replay_selected(self, request, queryset):
         letters = [letter for letter in queryset if letter.status != DeadLetter.Status.DISCARDED]
         replayable = [letter for letter in letters if letter.tenant_id and letter.event_ids]
-        count = deadletters.replay(replayable)
+        count = deadletters.replay(replayable, actor=f"admin:{request.user.get_username()}")
         self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
         if len(replayable) < len(letters):
             self.message_user(

@@ -336,6 +336,8 @@ class DeadLetter(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     replay_count = models.PositiveIntegerField(default=0)
+    # Who replayed it last: an API key's name, "admin:<user>", or "manage.py".
+    replayed_by = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(auto_now=True)
 

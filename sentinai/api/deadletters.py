@@ -26,6 +26,7 @@ FIELDS = (
     "error",
     "attempts",
     "replay_count",
+    "replayed_by",
     "created_at",
     "updated_at",
 )
@@ -43,6 +44,7 @@ class DeadLetterSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
     attempts = serializers.IntegerField()
     replay_count = serializers.IntegerField()
+    replayed_by = serializers.CharField(allow_blank=True, help_text="Who replayed it last (an API key's name).")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -129,7 +131,7 @@ class DeadLetterReplayView(ApiView):
         if letter.status == DeadLetter.Status.DISCARDED:
             raise Problem(409, "discarded", "The dead letter was discarded.")
         try:
-            deadletters.replay([letter])
+            deadletters.replay([letter], actor=self.principal.actor)
         except deadletters.NotReplayable as exc:
             raise Problem(409, "not-replayable", str(exc)) from exc
         return Response(

@@ -17,6 +17,7 @@ from tests.support.api import (
     exception_row,
     ingest,
     ingest_body,
+    make_dead_letter,
     make_tool,
     operator_of,
     outbox_rows,
@@ -150,3 +151,17 @@ def test_a_tenant_pinned_to_an_older_pack_version_is_redacted_with_that_versions
             stored[party.tenant_id] = exception_row(exception_id).payload
     assert stored["pinned-co"]["nickname"] == "JD" and stored["pinned-co"]["account_holder"] != "Jane Doe"
     assert stored["latest-co"]["account_holder"] == "Jane Doe" and stored["latest-co"]["nickname"] != "JD"
+
+
+# --- a replay names who asked ----------------------------------------------------------------
+
+
+def test_a_dead_letter_replay_records_the_operators_name(acme):
+    exception_id = ingest(acme)
+    (event,) = events_of(exception_id)
+    letter = make_dead_letter("acme", event_id=str(event.event_id), exception_id=exception_id)
+    operator = operator_of("ops", name="ops-desk:night")
+    response = operator.api.post(f"/api/dead-letters/{letter.pk}/replay")
+    assert response.status_code == 202, response.content
+    (listed,) = [r for r in operator.api.get("/api/dead-letters").json()["results"] if r["id"] == letter.pk]
+    assert (listed["status"], listed["replayed_by"]) == ("replayed", "ops-desk:night")
