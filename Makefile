@@ -62,16 +62,18 @@ test: $(VENV)/.dev services lint
 	$(BIN)/pytest
 
 VAR_DIR ?= $(or $(SENTINAI_VAR_DIR),var)
-STACK_ENV = DATABASE_URL=$(DATABASE_URL) DATABASE_OWNER_URL=$(DATABASE_OWNER_URL) \
+# The runtime (API, workers) never gets the schema owner's credentials: only `migrate` does.
+RUNTIME_ENV = env -u DATABASE_OWNER_URL DATABASE_URL=$(DATABASE_URL) \
 	CELERY_BROKER_URL=$(CELERY_BROKER_URL) REDIS_URL=$(REDIS_URL) KAFKA_BOOTSTRAP_SERVERS=$(KAFKA_BOOTSTRAP_SERVERS) SENTINAI_VAR_DIR=$(VAR_DIR) PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus \
 	DJANGO_SETTINGS_MODULE=config.settings.local
+STACK_ENV = $(RUNTIME_ENV) DATABASE_OWNER_URL=$(DATABASE_OWNER_URL)
 
 stack: $(VENV)/.runtime
 	$(STACK_ENV) ./scripts/services.sh
 	@mkdir -p $(VAR_DIR) && rm -rf $(VAR_DIR)/prometheus
 	$(STACK_ENV) $(BIN)/python manage.py migrate --noinput -v 0
-	$(STACK_ENV) $(BIN)/python manage.py seed_demo
-	$(STACK_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile
+	$(RUNTIME_ENV) $(BIN)/python manage.py seed_demo
+	$(RUNTIME_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile
 
 bench: bench-pipeline
 

@@ -1485,7 +1485,7 @@ def explain_plans(args) -> dict:
         ("tool executions by exception", execution[0],
          lambda: tool_selectors.execution_page(tenant_id=execution[0], filters={"exception_id": str(execution[2])}, after=None, limit=50),
          None),
-        ("tool execution", execution[0], lambda: tool_selectors.execution_get(execution_id=str(execution[1])), None),
+        ("tool execution", execution[0], lambda: tool_selectors.execution_get(tenant_id=execution[0], execution_id=str(execution[1])), None),
     ]  # fmt: skip
     plans = {}
     for name, tenant, fn, index in cases:

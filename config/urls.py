@@ -5,8 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from exceptions_app import api as exceptions_api
 from playbooks_app import api as playbooks_api
 from sentinai.api import deadletters as dead_letters_api
+from sentinai.api.metrics import MetricsView
 from sentinai.api.problems import api_not_found, api_server_error
-from sentinai.kernel.metrics import metrics_view
 from sentinai.ops.health import health
 from tools_app import api as tools_api
 
@@ -26,7 +26,7 @@ register_converter(TenantIdConverter, "tenant")
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/health", health, name="health"),
-    path("metrics", metrics_view, name="metrics"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # exceptions

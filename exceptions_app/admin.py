@@ -20,7 +20,7 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
     def event_chain(self, obj):
         from django.utils.html import format_html_join
 
-        trace = exception_trace(exception_id=str(obj.id))
+        trace = exception_trace(tenant_id=obj.tenant_id, exception_id=str(obj.id))
         return format_html_join(
             "\n",
             "<div>#{} <b>{}</b> <small>by {} at {}; {} ms after #{} {}</small></div>",
@@ -28,7 +28,7 @@ class ExceptionRecordAdmin(admin.ModelAdmin):
                 (
                     s["sequence"],
                     s["event_type"],
-                    s["producer"],
+                    f"{s['producer']} ({s['actor']})" if s["actor"] else s["producer"],
                     s["recorded_at"],
                     s["after_cause_ms"] if s["after_cause_ms"] is not None else "-",
                     s["caused_by"]["sequence"] if s["caused_by"] else "-",

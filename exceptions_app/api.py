@@ -31,8 +31,9 @@ from sentinai.api import pagination
 from sentinai.api.problems import Problem, problem_response
 from sentinai.api.query import parse_query
 from sentinai.api.schema import EXCEPTION_ID, IDEMPOTENCY_KEY, TENANT_ID, problems
-from sentinai.api.views import ApiView
+from sentinai.api.views import ApiView, idempotency_key
 from sentinai.kernel import metrics
+from sentinai.models import Scope
 from sentinai.packs import pii
 from sentinai.packs.rules import pii_rules_for
 from sentinai.tenancy import admission
@@ -42,18 +43,6 @@ def status_url(request, tenant_id: str, exception_id: str) -> str:
     return request.build_absolute_uri(
         reverse("exception-detail", kwargs={"tenant_id": tenant_id, "exception_id": exception_id})
     )
-
-
-def _idempotency_key(request) -> str | None:
-    try:
-        return services.idempotency_key_clean(request.headers.get("Idempotency-Key"))
-    except ValueError as exc:
-        raise Problem(
-            400,
-            "validation-error",
-            f"Idempotency-Key {exc}.",
-            errors={"Idempotency-Key": ["1-200 printable characters."]},
-        ) from exc
 
 
 def _refused(tenant, refusal: admission.Refusal) -> Response:
@@ -88,6 +77,7 @@ class FilterSerializer(serializers.Serializer):
 
 class ExceptionCollectionView(ApiView):
     query_serializer = FilterSerializer
+    write_scope = Scope.INGEST
 
     @extend_schema(
         operation_id="exceptions_ingest",
@@ -101,7 +91,7 @@ class ExceptionCollectionView(ApiView):
         serializer = IngestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         item = services.exception_from_report(
-            serializer.validated_data, pii_rules_for(tenant), idempotency_key=_idempotency_key(request)
+            serializer.validated_data, pii_rules_for(tenant), idempotency_key=idempotency_key(request)
         )
         refusal = admission.admit(tenant, 1)
         if refusal:
@@ -137,6 +127,8 @@ class ExceptionCollectionView(ApiView):
 
 
 class ExceptionBatchView(ApiView):
+    write_scope = Scope.INGEST
+
     @extend_schema(
         operation_id="exceptions_ingest_batch",
         summary="Report up to 1,000 exceptions; bad items never reject good ones",
@@ -180,6 +172,8 @@ class ExceptionBatchView(ApiView):
 
 
 class ManualExceptionView(ApiView):
+    write_scope = Scope.INGEST
+
     @extend_schema(
         operation_id="exceptions_create_manual",
         summary="Raise an exception by hand",
@@ -208,7 +202,8 @@ class ManualExceptionView(ApiView):
                 "exception_type": data["exception_type"],
                 "severity": data.get("severity"),
                 "summary": summary,
-                "created_by": f"key:{self.principal.key_prefix}",
+                "created_by": self.principal.key_ref,
+                "actor": self.principal.actor,
                 "payload": payload,
             },
         )
@@ -253,7 +248,7 @@ class ExceptionTraceView(ApiView):
         with self.scope(tenant.id):
             if selectors.exception_get(tenant_id=tenant.id, exception_id=str(exception_id)) is None:
                 raise Problem(404, "not-found", "No such exception.")
-            trace = selectors.exception_trace(exception_id=str(exception_id))
+            trace = selectors.exception_trace(tenant_id=tenant.id, exception_id=str(exception_id))
         return Response(trace)
 
 
@@ -261,6 +256,7 @@ class _ExceptionCommand(ApiView):
     """POST on one exception: validate, append one event, answer 202 with where to watch it."""
 
     serializer_class: type[serializers.Serializer]
+    write_scope = Scope.APPROVE
 
     def run(self, tenant_id: str, exception_id: str, data: dict):
         raise NotImplementedError
@@ -299,7 +295,8 @@ class RecalculatePlaybookView(_ExceptionCommand):
         return services.exception_request_recalculation(
             tenant_id=tenant_id,
             exception_id=exception_id,
-            requested_by=f"key:{self.principal.key_prefix}",
+            requested_by=self.principal.key_ref,
+            actor=self.principal.actor,
             reason=data["reason"],
         )
 
@@ -326,7 +323,8 @@ class ApproveView(_ExceptionCommand):
             exception_id=exception_id,
             decision=data["decision"],
             comment=pii.redact_text(data["comment"])[0],
-            decided_by=f"key:{self.principal.key_prefix}",
+            decided_by=self.principal.key_ref,
+            actor=self.principal.actor,
         )
 
 
@@ -350,5 +348,6 @@ class FeedbackView(_ExceptionCommand):
             rating=data.get("rating"),
             outcome=data["outcome"],
             comment=pii.redact_text(data["comment"])[0],
-            submitted_by=f"key:{self.principal.key_prefix}",
+            submitted_by=self.principal.key_ref,
+            actor=self.principal.actor,
         )

@@ -77,9 +77,7 @@ def ingest_topics() -> dict[str, str]:
     return dict(topics)
 
 
-def parse(
-    value: bytes | None, headers: list[tuple[str, bytes | None]], rules
-) -> services.NewException | Rejection:
+def parse(value: bytes | None, headers: list[tuple[str, bytes | None]], rules) -> services.NewException | Rejection:
     """A message as the API would take its body and Idempotency-Key header, or why it is refused."""
     limit = settings.SENTINAI["MAX_PAYLOAD_BYTES"] * RAW_LIMIT_FACTOR
     if value is None:

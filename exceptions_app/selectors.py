@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db.models.fields.json import KT
 
 from exceptions_app.models import ExceptionRecord
+from sentinai.kernel.bulk import keyset_before
 from sentinai.models import ExceptionEvent
 from sentinai.packs.conditions import exception_view
 
@@ -56,8 +58,7 @@ def exception_page(
     if filters.get("created_before"):
         qs = qs.filter(created_at__lt=filters["created_before"])
     if after is not None:
-        # A row-value comparison, so the (tenant, ..., created_at, id) indexes seek straight to it.
-        qs = qs.extra(where=["(exception.created_at, exception.id) < (%s, %s)"], params=[after["c"], after["i"]])
+        qs = qs.filter(keyset_before("created_at", "id", after["c"], after["i"]))
     rows = list(qs.order_by("-created_at", "-id").values(*FIELDS)[: limit + 1])
     position = None
     if len(rows) > limit:
@@ -85,13 +86,16 @@ def parse_position(position: dict[str, Any]) -> dict[str, Any]:
     return {"c": datetime.fromisoformat(position["c"]), "i": str(position["i"])}
 
 
-def exception_trace(*, exception_id: str) -> dict[str, Any]:
+def exception_trace(*, tenant_id: str, exception_id: str) -> dict[str, Any]:
     """The exception's event chain as a trace: each event with the event that caused it and how long
-    after its cause it was recorded (queueing + the producing agent's work), and per agent totals."""
+    after its cause it was recorded (queueing + the producing agent's work), and per agent totals.
+    A human action's span names its actor (the API key's name); an agent's has none."""
     events = list(
-        ExceptionEvent.objects.filter(exception_id=exception_id)
+        ExceptionEvent.objects.filter(tenant_id=tenant_id, exception_id=exception_id)
         .order_by("sequence")
-        .values("event_id", "event_type", "sequence", "causation_id", "producer", "recorded_at")
+        .values(
+            "event_id", "event_type", "sequence", "causation_id", "producer", "recorded_at", actor=KT("payload__actor")
+        )
     )
     by_id = {e["event_id"]: e for e in events}
     agents: dict[str, dict[str, Any]] = {}

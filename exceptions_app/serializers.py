@@ -184,6 +184,7 @@ class SpanSerializer(serializers.Serializer):
     causation_id = serializers.UUIDField(allow_null=True)
     producer = serializers.CharField()
     recorded_at = serializers.DateTimeField()
+    actor = serializers.CharField(allow_null=True, help_text="Who took a human action: the API key's name.")
     caused_by = CauseSerializer(allow_null=True)
     after_cause_ms = serializers.FloatField(allow_null=True, help_text="Recorded this long after its cause.")
 

@@ -41,14 +41,8 @@ class Ingested:
     deduplicated: bool
 
 
-def idempotency_key_clean(value: str | None) -> str | None:
-    """An Idempotency-Key as given by a client (HTTP header, Kafka message header); ValueError if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > 200 or not value.isprintable():
-        raise ValueError("must be 1-200 printable characters")
-    return value
+# The Kafka ingest and the API clean a client's Idempotency-Key the same way.
+idempotency_key_clean = ids.idempotency_key
 
 
 def exception_from_report(
@@ -195,6 +189,11 @@ class NothingAwaitsApproval(Exception):
     pass
 
 
+def _with_actor(payload: dict, actor: str | None) -> dict:
+    """A human action's payload names who took it: the API key's name."""
+    return payload if actor is None else {**payload, "actor": actor}
+
+
 def _append_to(
     tenant_id: str, exception_id: str, event: store.NewEvent, fields: tuple[str, ...] = ()
 ) -> store.Envelope:
@@ -206,20 +205,22 @@ def _append_to(
 
 
 def exception_request_recalculation(
-    *, tenant_id: str, exception_id: str, requested_by: str, reason: str = ""
+    *, tenant_id: str, exception_id: str, requested_by: str, reason: str = "", actor: str | None = None
 ) -> store.Envelope:
     """Ask policy to match the exception's playbook again (PlaybookRecalculationRequested)."""
     return _append_to(
         tenant_id,
         exception_id,
         store.NewEvent(
-            exception_id, "PlaybookRecalculationRequested", {"requested_by": requested_by, "reason": reason}
+            exception_id,
+            "PlaybookRecalculationRequested",
+            _with_actor({"requested_by": requested_by, "reason": reason}, actor),
         ),
     )
 
 
 def exception_decide_approval(
-    *, tenant_id: str, exception_id: str, decision: str, comment: str, decided_by: str
+    *, tenant_id: str, exception_id: str, decision: str, comment: str, decided_by: str, actor: str | None = None
 ) -> store.Envelope:
     """Record a human decision on the step awaiting approval. Raises NothingAwaitsApproval when no run
     of the exception waits for one, or a decision for that step is already recorded (a concurrent or
@@ -246,14 +247,30 @@ def exception_decide_approval(
     event = store.NewEvent(
         exception_id,
         "ApprovalDecided",
-        {"decision": decision, "comment": comment, "decided_by": decided_by, "run_id": run_id, "position": position},
+        _with_actor(
+            {
+                "decision": decision,
+                "comment": comment,
+                "decided_by": decided_by,
+                "run_id": run_id,
+                "position": position,
+            },
+            actor,
+        ),
     )
     (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
     return envelope
 
 
 def exception_submit_feedback(
-    *, tenant_id: str, exception_id: str, rating: int | None, outcome: str, comment: str, submitted_by: str
+    *,
+    tenant_id: str,
+    exception_id: str,
+    rating: int | None,
+    outcome: str,
+    comment: str,
+    submitted_by: str,
+    actor: str | None = None,
 ) -> store.Envelope:
     return _append_to(
         tenant_id,
@@ -261,6 +278,8 @@ def exception_submit_feedback(
         store.NewEvent(
             exception_id,
             "FeedbackSubmitted",
-            {"rating": rating, "outcome": outcome, "comment": comment, "submitted_by": submitted_by},
+            _with_actor(
+                {"rating": rating, "outcome": outcome, "comment": comment, "submitted_by": submitted_by}, actor
+            ),
         ),
     )

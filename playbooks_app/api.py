@@ -70,11 +70,11 @@ class PlaybookDetailView(ApiView):
     @extend_schema(
         operation_id="playbooks_retrieve",
         summary="A playbook version with its steps",
-        responses={200: PlaybookSerializer, **problems(404)},
+        responses={200: PlaybookSerializer, **problems(403, 404)},
     )
     def get(self, request, playbook_id):
         with self.scope():
-            playbook = selectors.playbook_get(playbook_id=str(playbook_id))
+            playbook = selectors.playbook_get(tenant_id=self.readable_tenant, playbook_id=str(playbook_id))
         if playbook is None:
             raise Problem(404, "not-found", "No such playbook.")
         return Response(playbook)

@@ -33,24 +33,24 @@ PLAYBOOK_EVENTS = (
 )
 
 
-def playbook_get(*, playbook_id: str) -> dict[str, Any] | None:
-    playbook = (
-        Playbook.objects.filter(id=playbook_id)
-        .values(
-            "id",
-            "tenant_id",
-            "pack",
-            "pack_version",
-            "name",
-            "version",
-            "description",
-            "match",
-            "priority",
-            "is_active",
-            "created_at",
-        )
-        .first()
-    )
+def playbook_get(*, tenant_id: str | None, playbook_id: str) -> dict[str, Any] | None:
+    """The playbook version, if it is `tenant_id`'s (None: any tenant's, for operators)."""
+    qs = Playbook.objects.filter(id=playbook_id)
+    if tenant_id is not None:
+        qs = qs.filter(tenant_id=tenant_id)
+    playbook = qs.values(
+        "id",
+        "tenant_id",
+        "pack",
+        "pack_version",
+        "name",
+        "version",
+        "description",
+        "match",
+        "priority",
+        "is_active",
+        "created_at",
+    ).first()
     if playbook is None:
         return None
     playbook["steps"] = list(

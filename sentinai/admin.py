@@ -40,8 +40,8 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(TenantAPIKey)
 class TenantAPIKeyAdmin(APIKeyModelAdmin):
-    list_display = (*APIKeyModelAdmin.list_display, "tenant", "is_operator")
-    list_filter = ("tenant", "is_operator", "revoked")
+    list_display = (*APIKeyModelAdmin.list_display, "tenant", "scopes")
+    list_filter = ("tenant", "revoked")
 
 
 @admin.register(DomainPack)
@@ -169,7 +169,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def replay_selected(self, request, queryset):
         letters = [letter for letter in queryset if letter.status != DeadLetter.Status.DISCARDED]
         replayable = [letter for letter in letters if letter.tenant_id and letter.event_ids]
-        count = deadletters.replay(replayable)
+        count = deadletters.replay(replayable, actor=f"admin:{request.user.get_username()}")
         self.message_user(request, f"Replayed {count} dead letter(s).", messages.SUCCESS)
         if len(replayable) < len(letters):
             self.message_user(

@@ -46,14 +46,39 @@ class Tenant(models.Model):
         return self.id
 
 
+class Scope(models.TextChoices):
+    """What an API key may do. Writes are only ever for the key's own tenant; `operate` widens reads.
+
+    ingest: report exceptions (single, batch, manual). read: the query endpoints. approve: approve or
+    reject, feedback, playbook recalculation, manual tool runs. operate: read every tenant's rows,
+    replay or discard dead letters, re-drive stuck work.
+    """
+
+    INGEST = "ingest"
+    READ = "read"
+    APPROVE = "approve"
+    OPERATE = "operate"
+
+
+DEFAULT_SCOPES = (Scope.INGEST.value, Scope.READ.value)
+
+
+def _default_scopes() -> list[str]:
+    return list(DEFAULT_SCOPES)
+
+
 class TenantAPIKey(AbstractAPIKey):
     """An API key of one tenant, stored as prefix + SHA-512 hash (djangorestframework-api-key).
 
-    Operator keys read across tenants and may replay dead letters.
+    Its `name` is the actor recorded on every human action taken with it; its `scopes` say what it may do.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
-    is_operator = models.BooleanField(default=False)
+    scopes = models.JSONField(default=_default_scopes)
+
+    @property
+    def is_operator(self) -> bool:
+        return Scope.OPERATE in self.scopes
 
     class Meta(AbstractAPIKey.Meta):
         db_table = "api_key"
@@ -311,6 +336,8 @@ class DeadLetter(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     replay_count = models.PositiveIntegerField(default=0)
+    # Who replayed it last: an API key's name, "admin:<user>", or "manage.py".
+    replayed_by = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(auto_now=True)
 

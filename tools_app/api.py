@@ -13,8 +13,9 @@ from exceptions_app.services import ExceptionNotFound
 from sentinai.api import pagination
 from sentinai.api.problems import Problem
 from sentinai.api.query import parse_query
-from sentinai.api.schema import problems
-from sentinai.api.views import ApiView
+from sentinai.api.schema import IDEMPOTENCY_KEY, problems
+from sentinai.api.views import ApiView, idempotency_key
+from sentinai.models import Scope
 from sentinai.packs import pii
 from tools_app import selectors, services
 from tools_app.models import ExecutionStatus
@@ -70,31 +71,44 @@ def execution_url(request, execution_id: str) -> str:
 
 
 class ToolExecuteView(ApiView):
+    write_scope = Scope.APPROVE
+
     @extend_schema(
         operation_id="tools_execute",
-        summary="Run a tool for an exception (asynchronously)",
+        summary="Run a tool for an exception (asynchronously); a retry with the same Idempotency-Key runs nothing",
+        parameters=[IDEMPOTENCY_KEY],
         request=ExecuteSerializer,
-        responses={202: ExecutionAcceptedSerializer, **problems(400, 403, 404)},
+        responses={
+            202: ExecutionAcceptedSerializer,
+            200: ExecutionAcceptedSerializer,
+            **problems(400, 403, 404, 409),
+        },
     )
     def post(self, request):
         serializer = ExecuteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        key = idempotency_key(request)
         exception_id = str(data["exception_id"])
         with self.scope():
-            owner = ExceptionRecord.objects.filter(id=exception_id).values_list("tenant_id", flat=True).first()
+            owners = ExceptionRecord.objects.filter(id=exception_id)
+            if not self.principal.is_operator:
+                owners = owners.filter(tenant_id=self.principal.tenant_id)
+            owner = owners.values_list("tenant_id", flat=True).first()
         if owner is None:
             raise Problem(404, "not-found", "No such exception.")
         tenant = self.tenant(owner)
         params = pii.redact(data["params"]).value
         try:
             with self.scope(tenant.id):
-                execution, envelope = services.tool_execution_request(
+                execution, event_id, replayed = services.tool_execution_request(
                     tenant_id=tenant.id,
                     exception_id=exception_id,
                     tool_name=data["tool"],
                     params=params,
-                    requested_by=f"key:{self.principal.key_prefix}",
+                    requested_by=self.principal.key_ref,
+                    actor=self.principal.actor,
+                    idempotency_key=key,
                 )
         except services.UnknownTool as exc:
             raise Problem(
@@ -102,14 +116,16 @@ class ToolExecuteView(ApiView):
             ) from exc
         except ExceptionNotFound as exc:
             raise Problem(404, "not-found", "No such exception.") from exc
+        except LookupError as exc:
+            raise Problem(409, "conflict", "A concurrent request with the same Idempotency-Key; retry.") from exc
         url = execution_url(request, str(execution.id))
         body = {
             "execution_id": str(execution.id),
-            "exception_id": exception_id,
-            "event_id": envelope.event_id,
+            "exception_id": str(execution.exception_id),
+            "event_id": event_id,
             "status_url": url,
         }
-        return Response(body, status=202, headers={"Location": url})
+        return Response(body, status=200 if replayed else 202, headers={"Location": url})
 
 
 class ToolExecutionListView(ApiView):
@@ -121,14 +137,14 @@ class ToolExecutionListView(ApiView):
         parameters=[
             ExecutionFilterSerializer,
         ],
-        responses={200: ExecutionPageSerializer, **problems(400)},
+        responses={200: ExecutionPageSerializer, **problems(400, 403)},
     )
     def get(self, request):
         filters = parse_query(self.query_serializer, request)
         after = pagination.decode(filters.get("cursor"), selectors.parse_position)
         with self.scope():
             rows, position = selectors.execution_page(
-                tenant_id=None if self.principal.is_operator else self.principal.tenant_id,
+                tenant_id=self.readable_tenant,
                 filters=filters,
                 after=after,
                 limit=filters.get("limit", pagination.DEFAULT_LIMIT),
@@ -140,11 +156,11 @@ class ToolExecutionDetailView(ApiView):
     @extend_schema(
         operation_id="tools_executions_retrieve",
         summary="One tool execution",
-        responses={200: ExecutionSerializer, **problems(404)},
+        responses={200: ExecutionSerializer, **problems(403, 404)},
     )
     def get(self, request, execution_id):
         with self.scope():
-            row = selectors.execution_get(execution_id=str(execution_id))
+            row = selectors.execution_get(tenant_id=self.readable_tenant, execution_id=str(execution_id))
         if row is None:
             raise Problem(404, "not-found", "No such tool execution.")
         return Response(row)

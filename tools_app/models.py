@@ -62,6 +62,8 @@ class ToolExecution(models.Model):
     response = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     requested_by = models.CharField(max_length=32, default="playbook")
+    # The client's Idempotency-Key of a manual run (POST /api/tools/execute): one execution per tenant and key.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     requested_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -74,6 +76,13 @@ class ToolExecution(models.Model):
             models.Index(fields=["tenant", "exception", "-requested_at"], name="tool_execution_exception"),
             models.Index(fields=["tenant", "status", "-requested_at", "-id"], name="tool_execution_status"),
             models.Index(fields=["tenant", "tool_name", "-requested_at", "-id"], name="tool_execution_tool"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="tool_execution_idempotency_uniq",
+            )
         ]
 
     def __str__(self) -> str:

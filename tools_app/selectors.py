@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from sentinai.kernel.bulk import keyset_before
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
 
 FIELDS = (
@@ -44,9 +45,7 @@ def execution_page(*, tenant_id: str | None, filters: dict[str, Any], after: dic
     if filters.get("status"):
         qs = qs.filter(status=filters["status"])
     if after is not None:
-        qs = qs.extra(
-            where=["(tool_execution.requested_at, tool_execution.id) < (%s, %s)"], params=[after["c"], after["i"]]
-        )
+        qs = qs.filter(keyset_before("requested_at", "id", after["c"], after["i"]))
     rows = list(qs.order_by("-requested_at", "-id").values(*FIELDS)[: limit + 1])
     position = None
     if len(rows) > limit:
@@ -55,8 +54,12 @@ def execution_page(*, tenant_id: str | None, filters: dict[str, Any], after: dic
     return [_shape(r) for r in rows], position
 
 
-def execution_get(*, execution_id: str) -> dict[str, Any] | None:
-    row = ToolExecution.objects.filter(id=execution_id).values(*FIELDS).first()
+def execution_get(*, tenant_id: str | None, execution_id: str) -> dict[str, Any] | None:
+    """The execution, if it is `tenant_id`'s (None: any tenant's, for operators)."""
+    qs = ToolExecution.objects.filter(id=execution_id)
+    if tenant_id is not None:
+        qs = qs.filter(tenant_id=tenant_id)
+    row = qs.values(*FIELDS).first()
     return _shape(row) if row else None
 
 

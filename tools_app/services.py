@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from exceptions_app.selectors import exception_views
 from exceptions_app.services import ExceptionNotFound
@@ -15,7 +15,7 @@ from sentinai.eventstore import store
 from sentinai.eventstore.events import Envelope
 from sentinai.kernel import bulk, ids
 from sentinai.kernel.logs import log_context
-from sentinai.models import Tenant
+from sentinai.models import ExceptionEvent, Tenant
 from sentinai.tenancy.scope import tenant_scope
 from tools_app import runners, selectors
 from tools_app.builtins import ToolContext
@@ -34,31 +34,69 @@ def tool_for(tenant_id: str, name: str) -> Tool | None:
 
 
 def tool_execution_request(
-    *, tenant_id: str, exception_id: str, tool_name: str, params: dict[str, Any], requested_by: str
-) -> tuple[ToolExecution, store.Envelope]:
-    """Create a requested execution and its ToolExecutionRequested event, in the caller's transaction.
-    The execution id is the idempotency key of every attempt the tool agent makes."""
+    *,
+    tenant_id: str,
+    exception_id: str,
+    tool_name: str,
+    params: dict[str, Any],
+    requested_by: str,
+    actor: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[ToolExecution, str, bool]:
+    """Create a requested execution and its ToolExecutionRequested event, in the caller's transaction;
+    returns the execution, the event's id and whether both existed already. The execution id is the idempotency key of every attempt the tool agent makes.
+
+    With an `idempotency_key` (a client's retry of a manual run) the tenant's execution already
+    requested under that key is returned instead, with its event, and the flag says so; nothing runs twice.
+    A concurrent first request under the same key raises LookupError (retry)."""
+    if idempotency_key is not None:
+        earlier = _requested_under(tenant_id, idempotency_key)
+        if earlier is not None:
+            return (*earlier, True)
     tool = tool_for(tenant_id, tool_name)
     if tool is None:
         raise UnknownTool(tool_name)
     streams = store.lock_streams(tenant_id, [exception_id])
     if exception_id not in streams:
         raise ExceptionNotFound(exception_id)
-    execution = ToolExecution.objects.create(
-        id=ids.new_id(),
-        tenant_id=tenant_id,
-        exception_id=exception_id,
-        tool=tool,
-        tool_name=tool.name,
-        status=ExecutionStatus.REQUESTED,
-        request={"params": params},
-        requested_by=requested_by,
-    )
-    event = store.NewEvent(
-        exception_id, "ToolExecutionRequested", {"execution_id": str(execution.id), "tool": tool.name, "params": params}
-    )
+    try:
+        with transaction.atomic():
+            execution = ToolExecution.objects.create(
+                id=ids.new_id(),
+                tenant_id=tenant_id,
+                exception_id=exception_id,
+                tool=tool,
+                tool_name=tool.name,
+                status=ExecutionStatus.REQUESTED,
+                request={"params": params},
+                requested_by=requested_by,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError as exc:
+        raise LookupError(f"a concurrent request under Idempotency-Key {idempotency_key!r}") from exc
+    payload: dict[str, Any] = {"execution_id": str(execution.id), "tool": tool.name, "params": params}
+    if actor is not None:
+        payload["actor"] = actor
+    event = store.NewEvent(exception_id, "ToolExecutionRequested", payload)
     (envelope,) = store.append(tenant_id=tenant_id, events=[event], producer="api", streams=streams)
-    return execution, envelope
+    return execution, envelope.event_id, False
+
+
+def _requested_under(tenant_id: str, idempotency_key: str) -> tuple[ToolExecution, str] | None:
+    execution = ToolExecution.objects.filter(tenant_id=tenant_id, idempotency_key=idempotency_key).first()
+    if execution is None:
+        return None
+    event_id = (
+        ExceptionEvent.objects.filter(
+            tenant_id=tenant_id,
+            exception_id=execution.exception_id,
+            event_type="ToolExecutionRequested",
+            payload__execution_id=str(execution.id),
+        )
+        .values_list("event_id", flat=True)
+        .get()
+    )
+    return execution, str(event_id)
 
 
 def _executions_start(execution_ids: list[str]) -> dict[str, tuple[int, int | None, Any]]:
@@ -90,6 +128,7 @@ def tool_executions_attempt(
         finished = selectors.execution_statuses(execution_ids=list(set(wanted) - set(running)))
         views = exception_views(exception_ids=list({e.exception_id for e in requests}))
     allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])
+    allowed_cidrs = list((tenant.overrides or {}).get("allowed_cidrs") or [])
 
     def attempt(execution_id: str) -> runners.Attempt:
         event = wanted[execution_id]
@@ -108,6 +147,7 @@ def tool_executions_attempt(
                 view=views.get(event.exception_id, {}),
                 context=ToolContext(tenant.id, event.exception_id, execution_id, attempts),
                 allowed_hosts=allowed_hosts,
+                allowed_cidrs=allowed_cidrs,
             )
             return runners.Attempt(outcome, attempts, tool["max_attempts"])
 

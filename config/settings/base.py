@@ -174,8 +174,10 @@ SENTINAI = {
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
-    # Label event counters with the tenant (turn off with many tenants: label cardinality).
-    "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=True),
+    # Metrics carry no tenant names unless asked: SENTINAI_METRICS_TENANTS lists the tenants broken out
+    # by label (the rest count under "-"); SENTINAI_METRICS_TENANT_LABELS=true labels every tenant.
+    "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=False),
+    "METRICS_TENANTS": frozenset(env.list("SENTINAI_METRICS_TENANTS", default=[])),
     # How long a worker keeps a batch while the database is unreachable before handing it back.
     "DB_OUTAGE_BUDGET_SECONDS": env.float("SENTINAI_DB_OUTAGE_BUDGET_SECONDS", default=120.0),
     # The Kafka event stream: every recorded event, to a topic per tenant, keyed by exception id. On
@@ -198,7 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["sentinai.api.renderers.OrjsonRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["sentinai.api.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "sentinai.api.problems.exception_handler",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions
 
 from sentinai.kernel.cache import TTLCache
-from sentinai.models import TenantAPIKey
+from sentinai.models import Scope, TenantAPIKey
 
 KEY_CACHE_SECONDS = 10.0
 _verified: TTLCache[Principal] = TTLCache(ttl=KEY_CACHE_SECONDS)
@@ -20,16 +20,37 @@ _verified: TTLCache[Principal] = TTLCache(ttl=KEY_CACHE_SECONDS)
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: one tenant's key, or an operator key (reads across tenants, replays dead letters)."""
+    """Who is calling: a key of one tenant, its name (the actor of human actions) and its scopes.
+
+    Writes are for the key's own tenant only, whatever its scopes; `operate` widens reads to every tenant.
+    """
 
     tenant_id: str
-    is_operator: bool
+    name: str
+    scopes: frozenset[str]
     key_prefix: str
 
     is_authenticated = True
 
-    def may_act_for(self, tenant_id: str) -> bool:
-        return self.is_operator or self.tenant_id == tenant_id
+    @property
+    def is_operator(self) -> bool:
+        return Scope.OPERATE in self.scopes
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as recorded in events: the key's name."""
+        return self.name
+
+    @property
+    def key_ref(self) -> str:
+        """Which key did it: its public prefix."""
+        return f"key:{self.key_prefix}"
+
+    def may_read(self, tenant_id: str) -> bool:
+        return self.tenant_id == tenant_id or self.is_operator
+
+    def may_write(self, tenant_id: str) -> bool:
+        return self.tenant_id == tenant_id
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -64,7 +85,12 @@ def _verify(key: str) -> Principal | None:
         return None
     if api_key.has_expired:
         return None
-    return Principal(tenant_id=api_key.tenant_id, is_operator=api_key.is_operator, key_prefix=api_key.prefix)
+    return Principal(
+        tenant_id=api_key.tenant_id,
+        name=api_key.name,
+        scopes=frozenset(api_key.scopes or ()),
+        key_prefix=api_key.prefix,
+    )
 
 
 def forget_cached_keys() -> None:

@@ -11,7 +11,7 @@ from sentinai.api.problems import Problem
 from sentinai.api.query import parse_query
 from sentinai.api.schema import problems
 from sentinai.api.views import ApiView
-from sentinai.models import DeadLetter
+from sentinai.models import DeadLetter, Scope
 from sentinai.ops import deadletters
 
 FIELDS = (
@@ -26,6 +26,7 @@ FIELDS = (
     "error",
     "attempts",
     "replay_count",
+    "replayed_by",
     "created_at",
     "updated_at",
 )
@@ -43,6 +44,7 @@ class DeadLetterSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
     attempts = serializers.IntegerField()
     replay_count = serializers.IntegerField()
+    replayed_by = serializers.CharField(allow_blank=True, help_text="Who replayed it last (an API key's name).")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -88,13 +90,15 @@ class DeadLetterListView(ApiView):
         parameters=[
             DeadLetterFilterSerializer,
         ],
-        responses={200: DeadLetterPageSerializer, **problems(400)},
+        responses={200: DeadLetterPageSerializer, **problems(400, 403)},
     )
     def get(self, request):
         filters = parse_query(self.query_serializer, request)
         limit = filters.get("limit", pagination.DEFAULT_LIMIT)
         with self.scope():
             qs = DeadLetter.objects.all()
+            if self.readable_tenant is not None:
+                qs = qs.filter(tenant_id=self.readable_tenant)
             if filters.get("status"):
                 qs = qs.filter(status=filters["status"])
             if filters.get("agent"):
@@ -111,6 +115,8 @@ class DeadLetterListView(ApiView):
 
 
 class DeadLetterReplayView(ApiView):
+    write_scope = Scope.OPERATE
+
     @extend_schema(
         operation_id="dead_letters_replay",
         summary="Replay a dead letter: its events run again from its agent (operator keys)",
@@ -118,8 +124,6 @@ class DeadLetterReplayView(ApiView):
         responses={202: ReplayedSerializer, **problems(403, 404, 409)},
     )
     def post(self, request, dead_letter_id: int):
-        if not self.principal.is_operator:
-            raise Problem(403, "forbidden", "Only operator keys may replay dead letters.")
         with self.scope():
             letter = DeadLetter.objects.filter(pk=dead_letter_id).first()
         if letter is None:
@@ -127,7 +131,7 @@ class DeadLetterReplayView(ApiView):
         if letter.status == DeadLetter.Status.DISCARDED:
             raise Problem(409, "discarded", "The dead letter was discarded.")
         try:
-            deadletters.replay([letter])
+            deadletters.replay([letter], actor=self.principal.actor)
         except deadletters.NotReplayable as exc:
             raise Problem(409, "not-replayable", str(exc)) from exc
         return Response(

@@ -75,6 +75,7 @@ class ManualExceptionCreated(EventPayload):
     severity: Severity | None = None
     summary: str = ""
     created_by: str = ""
+    actor: str | None = None
     payload: dict[str, Any]
 
 
@@ -131,6 +132,7 @@ class PlaybookRecalculationRequested(EventPayload):
 
     requested_by: str = ""
     reason: str = ""
+    actor: str | None = None
 
 
 @event(producers=("policy",))
@@ -196,6 +198,7 @@ class ApprovalDecided(EventPayload):
     decision: Literal["approve", "reject"]
     comment: str = ""
     decided_by: str = ""
+    actor: str | None = None
     run_id: str
     position: int
 
@@ -209,6 +212,7 @@ class ToolExecutionRequested(EventPayload):
     params: dict[str, Any] = {}
     run_id: str | None = None
     position: int | None = None
+    actor: str | None = None
 
 
 @event(producers=("tool",))
@@ -270,6 +274,7 @@ class FeedbackSubmitted(EventPayload):
     outcome: str = ""
     comment: str = ""
     submitted_by: str = ""
+    actor: str | None = None
 
 
 @event(producers=("feedback",))

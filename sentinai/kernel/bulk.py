@@ -10,10 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import orjson
 from django.db import connection, models
+from django.db.models import F, Func, Q, Value
+from django.db.models.fields.tuple_lookups import Tuple, TupleLessThan
+from django.db.models.lookups import Exact, GreaterThan
 
 
 def is_postgres() -> bool:
@@ -176,3 +180,22 @@ def in_clause(values: Iterable[Any], *, uuids: bool = False) -> tuple[str, list[
     if not values:
         return "IN (NULL)", []
     return "IN (" + ", ".join(["%s"] * len(values)) + ")", values
+
+
+def keyset_before(time_column: str, id_column: str, time: datetime, row_id: str) -> Q | TupleLessThan:
+    """`(time_column, id_column) < (time, row_id)`, the keyset condition of a newest-first page.
+
+    On PostgreSQL a row-value comparison, so the (tenant, ..., created_at, id) indexes seek straight
+    to it. SQLite stores datetimes as text, the database's own `Now()` with milliseconds and Django's
+    parameters with microseconds, so a textual comparison puts a row before a cursor at the same
+    instant (pages repeat rows, or never end): there both sides are compared as julian days.
+    Both ways each value is adapted by its column's field, as the database stores it.
+    """
+    if is_postgres():
+        return TupleLessThan(Tuple(F(time_column), F(id_column)), (time, row_id))
+    column, cursor = _julian_day(F(time_column)), _julian_day(Value(time, output_field=models.DateTimeField()))
+    return Q(GreaterThan(cursor, column)) | Q(Exact(column, cursor), **{f"{id_column}__lt": row_id})
+
+
+def _julian_day(expression) -> Func:
+    return Func(expression, function="julianday", output_field=models.FloatField())

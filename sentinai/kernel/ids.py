@@ -38,3 +38,14 @@ def uuid5(namespace: uuid.UUID, name: str) -> str:
 def xor(value: str, mask: int) -> str:
     """The id `value` XOR a 128-bit mask, as a canonical string."""
     return _format(f"{int(value.replace('-', ''), 16) ^ mask:032x}")
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """A client-given Idempotency-Key (HTTP header, Kafka message header), stripped; ValueError unless
+    1-200 printable characters."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 200 or not value.isprintable():
+        raise ValueError("must be 1-200 printable characters")
+    return value

@@ -59,8 +59,12 @@ HTTP_SECONDS = Histogram(
 
 
 def tenant_label(tenant_id: str) -> str:
-    """Tenant label values, unless SENTINAI_METRICS_TENANT_LABELS is off (many tenants: cardinality)."""
-    return tenant_id if settings.SENTINAI.get("METRICS_TENANT_LABELS", True) else "-"
+    """The tenant label value: "-" (no tenant's name or volume on the scrape), unless the tenant is in
+    the allow-list SENTINAI_METRICS_TENANTS or SENTINAI_METRICS_TENANT_LABELS labels every tenant."""
+    config = settings.SENTINAI
+    if config.get("METRICS_TENANT_LABELS", False) or tenant_id in config.get("METRICS_TENANTS", ()):
+        return tenant_id
+    return "-"
 
 
 class LiveCollector:

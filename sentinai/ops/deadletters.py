@@ -82,9 +82,10 @@ def _death_reason(headers: dict) -> str | None:
     return None
 
 
-def replay(letters: Iterable[DeadLetter]) -> int:
+def replay(letters: Iterable[DeadLetter], *, actor: str = "") -> int:
     """Offer the events of each dead letter to its agent again. The agent runs them from scratch:
-    a handler dead letter is un-marked as processed first. Returns the number replayed."""
+    a handler dead letter is un-marked as processed first. `actor` (who asked) is recorded on the
+    dead letter. Returns the number replayed."""
     count = 0
     for letter in letters:
         if not letter.tenant_id or not letter.event_ids:
@@ -95,10 +96,12 @@ def replay(letters: Iterable[DeadLetter]) -> int:
                 ProcessedEvent.objects.of(letter.consumer, event_ids).delete()
             outbox.offer(letter.tenant_id, {letter.consumer: event_ids})
             DeadLetter.objects.filter(pk=letter.pk).update(
-                status=DeadLetter.Status.REPLAYED, replay_count=letter.replay_count + 1
+                status=DeadLetter.Status.REPLAYED, replay_count=letter.replay_count + 1, replayed_by=actor
             )
         count += 1
-        logger.info("replayed dead letter %s (%s, %d events)", letter.pk, letter.consumer, len(event_ids))
+        logger.info(
+            "replayed dead letter %s (%s, %d events) for %s", letter.pk, letter.consumer, len(event_ids), actor or "?"
+        )
     return count
 
 

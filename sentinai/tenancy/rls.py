@@ -14,6 +14,10 @@ def rls_sql(table: str) -> list[str]:
     predicate = f"(tenant_id = {scope} OR {scope} = '{ALL_TENANTS}')"
     return [
         f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY',
+        # Forced: the schema owner is bound by the policy too (owners bypass unforced policies), so
+        # no role but a superuser reads a tenant's rows outside its scope. A data migration on a
+        # tenant table must therefore open a scope.
+        f'ALTER TABLE "{table}" FORCE ROW LEVEL SECURITY',
         f'DROP POLICY IF EXISTS {POLICY} ON "{table}"',
         f'CREATE POLICY {POLICY} ON "{table}" USING {predicate} WITH CHECK {predicate}',
     ]
@@ -39,6 +43,7 @@ class EnableTenantRLS(migrations.operations.base.Operation):
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
             schema_editor.execute(f'DROP POLICY IF EXISTS {POLICY} ON "{self.table}"')
+            schema_editor.execute(f'ALTER TABLE "{self.table}" NO FORCE ROW LEVEL SECURITY')
             schema_editor.execute(f'ALTER TABLE "{self.table}" DISABLE ROW LEVEL SECURITY')
 
     def describe(self):
@@ -92,3 +97,31 @@ def grant_app_role(connection, role: str) -> None:
         cursor.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
         for table in APPEND_ONLY_TABLES:
             cursor.execute(f'REVOKE UPDATE, DELETE ON "{table}" FROM "{role}"')
+
+
+class ForceTenantRLS(migrations.operations.base.Operation):
+    """Migration operation: bind the table's owner by its row-level security policy too (a no-op off
+    PostgreSQL). Tables created with EnableTenantRLS since are forced already."""
+
+    reduces_to_sql = True
+    reversible = True
+
+    def __init__(self, table: str):
+        self.table = table
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(f'ALTER TABLE "{self.table}" FORCE ROW LEVEL SECURITY')
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(f'ALTER TABLE "{self.table}" NO FORCE ROW LEVEL SECURITY')
+
+    def describe(self):
+        return f"Force tenant row-level security on {self.table}"
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.table], {})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import transaction
 
-from sentinai.models import Tenant, TenantAPIKey
+from sentinai.models import DEFAULT_SCOPES, Scope, Tenant, TenantAPIKey
 
 
 def tenant_create_or_update(
@@ -49,8 +51,20 @@ def tenant_create_or_update(
     return tenant, created
 
 
-def api_key_create(*, tenant: Tenant, name: str = "", is_operator: bool = False) -> tuple[TenantAPIKey, str]:
-    """Create an API key; the plaintext key is returned once and only its hash is stored."""
-    return TenantAPIKey.objects.create_key(
-        tenant=tenant, name=name or f"{tenant.id}{' operator' if is_operator else ''}", is_operator=is_operator
-    )
+def api_key_create(
+    *, tenant: Tenant, name: str = "", scopes: Iterable[str] = DEFAULT_SCOPES, is_operator: bool = False
+) -> tuple[TenantAPIKey, str]:
+    """Create an API key named `name` (the actor its human actions are recorded under) with `scopes`;
+    `is_operator` adds operate and read. The plaintext key is returned once and only its hash is stored.
+    Raises ValueError for an unknown scope, no scope at all, or a name longer than 50 characters."""
+    wanted = set(scopes) | ({Scope.OPERATE.value, Scope.READ.value} if is_operator else set())
+    unknown = sorted(wanted - set(Scope.values))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; scopes are {', '.join(Scope.values)}")
+    if not wanted:
+        raise ValueError("a key needs at least one scope")
+    name = (name or f"{tenant.id}{':operator' if Scope.OPERATE in wanted else ''}").strip()
+    if not name or len(name) > 50 or not name.isprintable():
+        raise ValueError("a key name is 1-50 printable characters")
+    ordered = [s for s in Scope.values if s in wanted]
+    return TenantAPIKey.objects.create_key(tenant=tenant, name=name, scopes=ordered)

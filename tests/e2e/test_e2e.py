@@ -49,12 +49,16 @@ class Tenant:
             max_in_flight=100_000,
             overrides={
                 "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
+                "allowed_cidrs": ["127.0.0.0/8"],  # the test's webhook listens on loopback
                 "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
                 **overrides,
             },
         )
-        _, key = api_key_create(tenant=tenant)
+        _, key = api_key_create(tenant=tenant, scopes=("ingest", "read", "approve"))
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        _, operator_key = api_key_create(tenant=tenant, scopes=("operate",))
+        # /metrics is for operate keys only.
+        self.operator = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {operator_key}"}, timeout=30)
 
     def report(self, payload: dict, exception_type: str | None = "SETTLEMENT_FAILURE", **fields) -> str:
         body = {"source_system": "settlement-engine", "payload": payload, **fields}
@@ -271,7 +275,7 @@ def test_editing_a_pack_never_changes_a_run_in_flight(live_server, webhook, plat
     row, _ = tenant_create_or_update(
         tenant_id=tenant.id, domain_pack="finance_edit_test", rate_per_second=1000, burst=2000
     )
-    _, key = api_key_create(tenant=row)
+    _, key = api_key_create(tenant=row, scopes=("ingest", "read", "approve"))
     tenant.http = httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
     in_flight = tenant.report(settlement(5_000_000))
@@ -343,7 +347,7 @@ def test_metrics_show_counters_and_histograms_for_every_agent(tenant, live_serve
     exception_id = tenant.report(settlement(30_000))
     tenant.wait(exception_id, TERMINAL)
     time.sleep(1)  # the feedback agent closes the chain
-    samples = parse_metrics(httpx.get(f"{live_server.url}/metrics").text)
+    samples = parse_metrics(tenant.operator.get("/metrics").text)
     for agent in ("intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"):
         assert total(samples, "sentinai_events_processed_total", agent=agent) > 0, agent
         assert total(samples, "sentinai_batch_seconds_count", agent=agent) > 0, agent
@@ -359,8 +363,8 @@ def test_metrics_show_counters_and_histograms_for_every_agent(tenant, live_serve
     )
 
 
-def test_metrics_count_failures_retries_dead_letters_and_sla_events(live_server, platform):
-    samples = parse_metrics(httpx.get(f"{live_server.url}/metrics").text)
+def test_metrics_count_failures_retries_dead_letters_and_sla_events(tenant, platform):
+    samples = parse_metrics(tenant.operator.get("/metrics").text)
     # Earlier tests of this module ran a tool that always fails and a short SLA.
     assert total(samples, "sentinai_retries_total", agent="tool") >= 2
     assert total(samples, "sentinai_dead_letters_total", agent="tool", source="handler") >= 1

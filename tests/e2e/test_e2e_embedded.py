@@ -32,7 +32,12 @@ def embedded(tmp_path_factory):
     )
     key = (
         subprocess.run(
-            [*manage, "create_api_key", "acme"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+            [*manage, "create_api_key", "acme", "--scopes", "ingest,read,approve"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         .stdout.strip()
         .splitlines()[-1]

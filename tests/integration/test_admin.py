@@ -102,7 +102,7 @@ def test_tool_executions_stuck_in_running_are_listed_and_re_driven(operator):
     tenant_create_or_update(tenant_id="acme", domain_pack="finance")
     (exception_id,) = make_exceptions("acme", 1)
     with tenant_scope("acme"):
-        execution, event = tool_execution_request(
+        execution, event_id, _ = tool_execution_request(
             tenant_id="acme",
             exception_id=exception_id,
             tool_name="retry_settlement",
@@ -121,7 +121,7 @@ def test_tool_executions_stuck_in_running_are_listed_and_re_driven(operator):
     )
     assert "Re-drove 1 execution(s)" in response.content.decode()
     with tenant_scope("acme"):
-        assert Outbox.objects.filter(queue="tool", event_ids=[event.event_id]).exists()
+        assert Outbox.objects.filter(queue="tool", event_ids=[event_id]).exists()
 
 
 def test_the_exception_page_shows_its_trace(operator):

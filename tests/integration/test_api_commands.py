@@ -322,10 +322,11 @@ def test_malformed_json_on_batch_and_manual_is_400(acme, path):
     assert counts() == NOTHING
 
 
-def test_an_unknown_tenant_is_404_for_an_operator_and_403_for_a_tenant_key(acme):
+def test_an_unknown_tenant_is_404_for_an_operator_reading_and_403_for_any_write_elsewhere(acme):
     operator = operator_of("ops")
-    assert_problem(operator.api.post("/api/exceptions/nobody", ingest_body()), 404, "not-found")
     assert_problem(operator.api.get("/api/exceptions/nobody"), 404, "not-found")
+    # An operator never writes for another tenant, existing or not.
+    assert_problem(operator.api.post("/api/exceptions/nobody", ingest_body()), 403, "forbidden")
     assert_problem(acme.api.post("/api/exceptions/nobody", ingest_body()), 403, "forbidden")
     assert_problem(acme.api.post("/api/exceptions/nobody/batch", {"items": [ingest_body()]}), 403)
     assert counts() == NOTHING
@@ -513,7 +514,11 @@ def test_recalculate_appends_playbook_recalculation_requested(acme):
         ("ExceptionIngested", 1), ("PlaybookRecalculationRequested", 2),
     ]  # fmt: skip
     assert str(events[1].event_id) == answer["event_id"]
-    assert events[1].payload == {"requested_by": f"key:{acme.key.split('.')[0]}", "reason": "pack v2 loaded"}
+    assert events[1].payload == {
+        "requested_by": f"key:{acme.key.split('.')[0]}",
+        "reason": "pack v2 loaded",
+        "actor": "acme",  # the key's name
+    }
     assert outbox_rows("acme")[-1].queue == "policy"
     assert outbox_rows("acme")[-1].event_ids == [answer["event_id"]]
 

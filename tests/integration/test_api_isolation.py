@@ -1,5 +1,6 @@
 """Tenant isolation over HTTP, endpoint by endpoint: tenant A's key never reaches, changes or learns of
-tenant B's data; an operator key (of A) reads every tenant."""
+tenant B's data; an operator key (of A) reads every tenant and writes for none but A; a key does only
+what its scopes allow."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.support.api import (
     events_of,
     forget_caches,
     ingest,
+    key_of,
     make_dead_letter,
     make_playbook,
     make_tool,
@@ -279,3 +281,116 @@ def test_the_operator_replays_bs_dead_letter(world):
     assert json.loads(response.content)["status"] == "replayed"
     with all_tenants_scope():
         assert DeadLetter.objects.get(pk=world.ids["b_dl"]).status == "replayed"
+
+
+# Every write addressed at B, by path or by B's exception's id.
+WRITES_FOR_B = {
+    **{k: v for k, v in TENANT_PATH_ENDPOINTS.items() if v[0] == "POST"},
+    "tool-execute": ("POST", "/api/tools/execute", {"exception_id": "{b_exc}", "tool": TOOL}),
+}
+
+
+@pytest.mark.parametrize("name", WRITES_FOR_B)
+def test_an_operator_key_with_every_scope_never_writes_for_another_tenant(world, name):
+    operator = key_of(A, scopes=("ingest", "read", "approve", "operate"), name="ops-desk")
+    method, path, body = WRITES_FOR_B[name]
+    before = _state_of_b(world), counts(A)
+    response = _call(operator.api, method, world.fill(path), world.fill(body))
+    problem = assert_problem(response, 403, "forbidden")
+    assert "never writes for another" in problem["detail"]
+    assert (_state_of_b(world), counts(A)) == before
+
+
+def test_an_operator_key_with_every_scope_still_writes_for_its_own_tenant(world):
+    operator = key_of(A, scopes=("ingest", "read", "approve", "operate"), name="ops-desk")
+    response = operator.api.post(f"/api/exceptions/{A}", INGEST)
+    assert response.status_code == 202, response.content
+
+
+# --- scopes ---------------------------------------------------------------------------------
+
+# (method, path, body) on A's own rows, and the scope each needs.
+SCOPED = {
+    "ingest": ("POST", "/api/exceptions/{A}", INGEST, "ingest"),
+    "batch": ("POST", "/api/exceptions/{A}/batch", {"items": [INGEST]}, "ingest"),
+    "manual": ("POST", "/api/exceptions/{A}/manual", {"exception_type": "fraud_alert"}, "ingest"),
+    "list": ("GET", "/api/exceptions/{A}", None, "read"),
+    "detail": ("GET", "/api/exceptions/{A}/{a_exc}", None, "read"),
+    "trace": ("GET", "/api/exceptions/{A}/{a_exc}/trace", None, "read"),
+    "playbook-view": ("GET", "/api/exceptions/{A}/{a_exc}/playbook", None, "read"),
+    "playbook": ("GET", "/api/playbooks/{a_pb}", None, "read"),
+    "tool-executions": ("GET", "/api/tools/executions", None, "read"),
+    "tool-execution": ("GET", "/api/tools/executions/{a_exec}", None, "read"),
+    "dead-letters": ("GET", "/api/dead-letters", None, "read"),
+    "recalculate": ("POST", "/api/exceptions/{A}/{a_exc}/playbook/recalculate", {}, "approve"),
+    "approve": ("POST", "/api/exceptions/{A}/{a_exc}/approve", {"decision": "approve"}, "approve"),
+    "feedback": ("POST", "/api/exceptions/{A}/{a_exc}/feedback", {"rating": 1}, "approve"),
+    "tool-execute": ("POST", "/api/tools/execute", {"exception_id": "{a_exc}", "tool": TOOL}, "approve"),
+    "dead-letter-replay": ("POST", "/api/dead-letters/{a_dl}/replay", None, "operate"),
+}
+EVERY_SCOPE = ("ingest", "read", "approve", "operate")
+
+
+@pytest.mark.parametrize("name", SCOPED)
+def test_a_key_without_the_scope_an_endpoint_needs_is_403_naming_it_and_changes_nothing(world, name):
+    method, path, body, needed = SCOPED[name]
+    party = key_of(A, scopes=[s for s in EVERY_SCOPE if s != needed])
+    before = counts(A), _state_of_b(world)
+    problem = assert_problem(_call(party.api, method, world.fill(path), world.fill(body)), 403, "forbidden")
+    assert problem["missing_scope"] == needed
+    assert repr(needed) in problem["detail"]
+    assert (counts(A), _state_of_b(world)) == before
+
+
+@pytest.mark.parametrize("name", SCOPED)
+def test_a_key_with_only_the_scope_an_endpoint_needs_passes_the_scope_check(world, name):
+    method, path, body, needed = SCOPED[name]
+    party = key_of(A, scopes=[needed])
+    response = _call(party.api, method, world.fill(path), world.fill(body))
+    assert response.status_code in (200, 202), response.content
+
+
+def test_an_ingest_key_cannot_read_and_a_read_key_cannot_ingest(world):
+    ingest_only, read_only = key_of(A, scopes=["ingest"]), key_of(A, scopes=["read"])
+    assert ingest_only.api.post(f"/api/exceptions/{A}", INGEST).status_code == 202
+    assert assert_problem(ingest_only.api.get(f"/api/exceptions/{A}"), 403)["missing_scope"] == "read"
+    assert read_only.api.get(f"/api/exceptions/{A}").status_code == 200
+    assert assert_problem(read_only.api.post(f"/api/exceptions/{A}", INGEST), 403)["missing_scope"] == "ingest"
+
+
+# --- actors -----------------------------------------------------------------------------------
+
+
+def test_every_human_action_records_the_keys_name_as_its_actor_and_the_trace_shows_it(world):
+    approver = key_of(A, scopes=["approve", "read"], name="ops-desk:approver-1")
+    clerk = key_of(A, scopes=["ingest"], name="claims-clerk")
+    exception_id = world.ids["a_exc"]
+    actions = {
+        "ApprovalDecided": ("approve", {"decision": "approve", "comment": "ok"}),
+        "FeedbackSubmitted": ("feedback", {"rating": 5}),
+        "PlaybookRecalculationRequested": ("playbook/recalculate", {"reason": "new rules"}),
+    }
+    for suffix, body in actions.values():
+        response = approver.api.post(f"/api/exceptions/{A}/{exception_id}/{suffix}", body)
+        assert response.status_code == 202, response.content
+    run = approver.api.post("/api/tools/execute", {"exception_id": exception_id, "tool": TOOL})
+    assert run.status_code == 202, run.content
+    manual = clerk.api.post(f"/api/exceptions/{A}/manual", {"exception_type": "fraud_alert"})
+    assert manual.status_code == 202, manual.content
+
+    recorded = {e.event_type: e.payload for e in events_of(exception_id)}
+    for event_type in actions:
+        assert recorded[event_type]["actor"] == "ops-desk:approver-1", event_type
+    assert recorded["ApprovalDecided"]["decided_by"].startswith("key:")
+    requested = [
+        e.payload for e in events_of(exception_id)
+        if e.event_type == "ToolExecutionRequested" and e.payload["execution_id"] == run.json()["execution_id"]
+    ]  # fmt: skip
+    assert [p["actor"] for p in requested] == ["ops-desk:approver-1"]
+    (created,) = events_of(manual.json()["exception_id"])
+    assert created.payload["actor"] == "claims-clerk"
+
+    spans = approver.api.get(f"/api/exceptions/{A}/{exception_id}/trace").json()["spans"]
+    actors = {s["event_type"]: s["actor"] for s in spans if s["actor"]}
+    assert actors == {**dict.fromkeys(actions, "ops-desk:approver-1"), "ToolExecutionRequested": "ops-desk:approver-1"}
+    assert next(s for s in spans if s["event_type"] == "ExceptionIngested")["actor"] is None

@@ -42,6 +42,40 @@ def test_create_api_key_prints_the_key_alone_on_the_last_line_and_stores_only_a_
     assert TenantAPIKey.objects.get_from_key(key) == stored
 
 
+def test_create_api_key_names_the_actor_and_takes_scopes():
+    run("create_tenant", "acme", "--domain-pack", "finance")
+    output = run("create_api_key", "acme", "--name", "ops-desk:approver-1", "--scopes", "approve,read")
+    stored = TenantAPIKey.objects.get()
+    assert (stored.name, stored.scopes) == ("ops-desk:approver-1", ["read", "approve"])
+    assert "'ops-desk:approver-1' (read,approve)" in output
+    assert TenantAPIKey.objects.get_from_key(output.strip().splitlines()[-1]) == stored
+
+
+def test_create_api_key_defaults_to_ingest_and_read_and_operator_to_operate_and_read():
+    run("create_tenant", "acme", "--domain-pack", "finance")
+    run("create_api_key", "acme")
+    run("create_api_key", "acme", "--operator")
+    assert sorted((k.name, tuple(k.scopes)) for k in TenantAPIKey.objects.all()) == [
+        ("acme", ("ingest", "read")),
+        ("acme:operator", ("read", "operate")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scopes", "ingest,admin"], "unknown scope"),
+        (["--scopes", ","], "at least one scope"),
+        (["--name", "x" * 51], "1-50 printable"),
+    ],
+)
+def test_create_api_key_refuses_bad_scopes_and_names_and_creates_nothing(args, message):
+    run("create_tenant", "acme", "--domain-pack", "finance")
+    with pytest.raises(CommandError, match=message):
+        run("create_api_key", "acme", *args)
+    assert not TenantAPIKey.objects.exists()
+
+
 def test_create_api_key_for_unknown_tenant_fails():
     with pytest.raises(CommandError, match="unknown tenant"):
         run("create_api_key", "nobody")
@@ -53,6 +87,10 @@ def test_seed_demo_is_idempotent(tmp_path, settings):
     second = run("seed_demo")
     assert first == second
     assert set(Tenant.objects.values_list("id", flat=True)) == {"acme-finance", "medi-claims"}
-    assert TenantAPIKey.objects.filter(is_operator=True).count() == 1
+    assert [k.scopes for k in TenantAPIKey.objects.order_by("name")] == [
+        ["ingest", "read", "approve"],
+        ["read", "operate"],
+        ["ingest", "read", "approve"],
+    ]
     for line in first.splitlines():
         assert TenantAPIKey.objects.is_valid(line.split()[-1])

@@ -55,6 +55,8 @@ def test_trigger_rejects_update_even_for_the_owner_role_explicitly():
         transaction.atomic(using="owner"),
         owner.cursor() as cursor,
     ):
+        # The owner is bound by row-level security (forced) too: without a scope it would match no row.
+        cursor.execute("SELECT set_config('sentinai.tenant_id', 'acme', true)")
         cursor.execute("UPDATE exception_event SET sequence = 99 WHERE event_id = %s", [event.event_id])
 
 
@@ -125,3 +127,19 @@ def test_exception_document_function_is_scoped_and_restores_the_scope():
         cursor.execute("SELECT current_setting('sentinai.tenant_id')")
         assert cursor.fetchone() == ("globex",)
         assert ExceptionRecord.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+def test_the_schema_owner_is_bound_by_row_level_security_too():
+    _one_event()
+    with transaction.atomic(using="owner"), connections["owner"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM exception_event")
+        assert cursor.fetchone() == (0,)  # no scope: no rows, even for the tables' owner
+        cursor.execute("SELECT set_config('sentinai.tenant_id', 'acme', true)")
+        cursor.execute("SELECT count(*) FROM exception_event")
+        assert cursor.fetchone() == (1,)
+        cursor.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_policies p ON p.tablename = c.relname "
+            "WHERE p.policyname = 'tenant_isolation' AND NOT c.relforcerowsecurity"
+        )
+        assert cursor.fetchone() == (0,)  # every table with a tenant policy forces it

@@ -18,13 +18,15 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 TENANT = "fuzz"
 
 
-@pytest.fixture
-def key(django_db_blocker):
+@pytest.fixture(params=["tenant", "operator"])
+def key(request, django_db_blocker):
+    """A tenant's key with every tenant scope, and an operator's (of the same tenant) with all four."""
     tenant, _ = tenant_create_or_update(tenant_id=TENANT, domain_pack="finance", rate_per_second=10_000, burst=20_000)
     admission.backend().reset(TENANT)
     auth.forget_cached_keys()
     tenants.forget()
-    return api_key_create(tenant=tenant, is_operator=True)[1]
+    scopes = ("ingest", "read", "approve") + (("operate",) if request.param == "operator" else ())
+    return api_key_create(tenant=tenant, scopes=scopes, name=f"fuzz-{request.param}")[1]
 
 
 @pytest.mark.django_db(transaction=True)

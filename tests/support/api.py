@@ -13,7 +13,7 @@ from exceptions_app.models import ExceptionRecord
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookStep
 from sentinai.api import auth
 from sentinai.api.problems import CONTENT_TYPE as PROBLEM_TYPE
-from sentinai.models import DeadLetter, ExceptionEvent, Outbox
+from sentinai.models import DeadLetter, ExceptionEvent, Outbox, Tenant
 from sentinai.tenancy import admission, services, tenants
 from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import make_tenant
@@ -60,18 +60,29 @@ class Party:
     api: Api
 
 
-def tenant_with_key(tenant_id: str, *, operator: bool = False, **limits) -> Party:
-    """A tenant (generous admission limits unless given) with a fresh admission state and a key."""
+TENANT_SCOPES = ("ingest", "read", "approve")
+
+
+def tenant_with_key(tenant_id: str, *, operator: bool = False, scopes=TENANT_SCOPES, name: str = "", **limits) -> Party:
+    """A tenant (generous admission limits unless given) with a fresh admission state and a key that
+    ingests, reads and approves for it unless `scopes` say otherwise."""
     tenant = make_tenant(tenant_id, **{**GENEROUS, **limits})
     admission.backend().reset(tenant_id)
     tenants.forget(tenant_id)
-    _, key = services.api_key_create(tenant=tenant, is_operator=operator)
+    _, key = services.api_key_create(tenant=tenant, name=name, scopes=scopes, is_operator=operator)
     return Party(tenant_id, key, Api(key))
 
 
-def operator_of(tenant_id: str) -> Party:
+def key_of(tenant_id: str, *, scopes, name: str = "") -> Party:
+    """Another key of an existing tenant."""
+    _, key = services.api_key_create(tenant=Tenant.objects.get(pk=tenant_id), name=name, scopes=scopes)
+    return Party(tenant_id, key, Api(key))
+
+
+def operator_of(tenant_id: str, *, name: str = "") -> Party:
+    """An operate + read key of `tenant_id`."""
     tenant = make_tenant(tenant_id, **GENEROUS)
-    _, key = services.api_key_create(tenant=tenant, is_operator=True)
+    _, key = services.api_key_create(tenant=tenant, name=name, scopes=("read",), is_operator=True)
     return Party(tenant_id, key, Api(key))
 
 

@@ -25,7 +25,15 @@ class Webhook:
                 key = self.headers.get("Idempotency-Key")
                 with hook.lock:
                     seen = sum(1 for r in hook.requests if r["key"] == key and r["path"] == self.path)
-                    hook.requests.append({"path": self.path, "key": key, "body": body, "at": time.time()})
+                    hook.requests.append(
+                        {
+                            "path": self.path,
+                            "key": key,
+                            "body": body,
+                            "at": time.time(),
+                            "host": self.headers.get("Host"),
+                        }
+                    )
                 if self.path == "/fail":
                     return self._answer(500, {"error": "always failing"})
                 if self.path == "/slow-once" and seen == 0:

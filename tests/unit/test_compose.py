@@ -50,3 +50,9 @@ def test_kafka_and_the_event_stream_relay():
     assert kafka["image"].startswith("apache/kafka:4.")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_only_the_one_shot_migrate_service_holds_the_schema_owners_credentials():
+    holders = [name for name, service in SERVICES.items() if "DATABASE_OWNER_URL" in (service.get("environment") or {})]
+    assert holders == ["migrate"]
+    assert SERVICES["migrate"]["restart"] == "no"

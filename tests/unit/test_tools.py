@@ -9,9 +9,12 @@ CONTEXT = ToolContext(
 )
 
 
-def run_http(url: str, allowed: list[str], **config):
+LOOPBACK = ["127.0.0.0/8"]  # the test webhook listens on loopback, which a tenant must allow explicitly
+
+
+def run_http(url: str, allowed: list[str], cidrs: list[str] = LOOPBACK, **config):
     return runners.run(kind="http", config={"url": url, "method": "POST", "timeout_seconds": 2, **config}, params={"a": 1},
-                       view={}, context=CONTEXT, allowed_hosts=allowed)  # fmt: skip
+                       view={}, context=CONTEXT, allowed_hosts=allowed, allowed_cidrs=cidrs)  # fmt: skip
 
 
 def test_a_tool_cannot_be_pointed_at_hosts_the_tenant_did_not_allow():
@@ -25,6 +28,44 @@ def test_a_tool_cannot_be_pointed_at_hosts_the_tenant_did_not_allow():
             outcome = run_http(url, allowed)
             assert outcome.status == "failed" and "allowed hosts" in outcome.error, (url, outcome)
         assert hook.requests == []
+
+
+def test_an_allowed_host_resolving_to_an_internal_address_is_refused_unless_its_cidr_is_allowed():
+    with Webhook() as hook:
+        for url, allowed in (
+            (hook.url("/ok"), [f"127.0.0.1:{hook.port}"]),
+            (hook.url("/ok").replace("127.0.0.1", "localhost"), [f"localhost:{hook.port}"]),
+            ("http://169.254.169.254/latest/meta-data", ["169.254.169.254"]),
+            ("http://10.1.2.3:8080/x", ["10.1.2.3:8080"]),
+            ("http://[::1]:8080/x", ["::1:8080"]),
+        ):
+            outcome = run_http(url, allowed, cidrs=[])
+            assert outcome.status == "failed" and "internal address" in outcome.error, (url, outcome)
+        assert hook.requests == []
+        assert run_http(hook.url("/ok"), [f"127.0.0.1:{hook.port}"], cidrs=["127.0.0.1/32"]).status == "succeeded"
+
+
+def test_an_allowed_host_without_a_port_allows_only_the_schemes_default_port():
+    with Webhook() as hook:
+        outcome = run_http(hook.url("/ok"), ["127.0.0.1"])
+        assert outcome.status == "failed" and "allowed hosts" in outcome.error
+        assert hook.requests == []
+
+
+def test_the_request_goes_to_the_address_that_was_checked_with_the_name_in_the_host_header(monkeypatch):
+    resolved = []
+
+    def resolve(host, port, *args, **kwargs):
+        resolved.append(host)
+        return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(runners.socket, "getaddrinfo", resolve)
+    with Webhook() as hook:
+        outcome = run_http(f"http://hooks.example.test:{hook.port}/ok", [f"hooks.example.test:{hook.port}"])
+        assert outcome.status == "succeeded", outcome
+        # The name is resolved once, by the check; the connection is made to the literal address checked.
+        assert resolved[0] == "hooks.example.test" and set(resolved[1:]) <= {"127.0.0.1"}
+        assert hook.requests[-1]["host"] == f"hooks.example.test:{hook.port}"
 
 
 def test_http_outcomes_and_the_idempotency_key():

@@ -24,7 +24,7 @@ class Command(BaseCommand):
             if letter not in replayable:
                 self.stderr.write(f"dead letter {letter.pk} holds no events (undecodable message); discard it instead")
         try:
-            count = replay(replayable)
+            count = replay(replayable, actor="manage.py")
         except NotReplayable as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"replayed {count} dead letter(s)")

@@ -40,7 +40,10 @@ class Command(BaseCommand):
                 continue
 
             _, keys[label] = api_key_create(
-                tenant=Tenant.objects.get(pk=tenant_id), name=f"demo {label}", is_operator=operator
+                tenant=Tenant.objects.get(pk=tenant_id),
+                name=f"demo {label}",
+                scopes=("read",) if operator else ("ingest", "read", "approve"),
+                is_operator=operator,
             )
             changed = True
         if changed:

@@ -201,6 +201,7 @@ def test_a_matched_playbook_starts_a_run_and_requests_its_first_tool():
                 "params": {"reference": "TX-42"},
                 "run_id": run_id,
                 "position": 1,
+                "actor": None,  # a playbook's step: no human took it
             },
         ),
     ]
