@@ -209,9 +209,10 @@ kafka_start() {
   if [ ! -f "$home/.complete" ]; then
     log "resolving Apache Kafka $version from Maven Central into $home"
     rm -rf "$home"
+    mkdir -p "$logs"
     mvn -q -B -Dstyle.color=never -f scripts/kafka/pom.xml dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$home/lib" \
-      || die "Maven could not resolve org.apache.kafka:kafka_2.13:$version"
+      -DincludeScope=runtime -DoutputDirectory="$home/lib" >> "$logs/maven.log" 2>&1 \
+      || die "Maven could not resolve org.apache.kafka:kafka_2.13:$version (see $logs/maven.log)"
     touch "$home/.complete"
   fi
   mkdir -p "$data"
