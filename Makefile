@@ -79,7 +79,7 @@ bench: bench-pipeline
 
 bench-pipeline: $(VENV)/.dev services
 	./scripts/tune-postgres.sh
-	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/pipeline.py --pass-through
 
 bench-stream: $(VENV)/.dev services
 	$(BIN)/python bench/stream.py --events 200000 --relays 1

@@ -23,8 +23,9 @@ def rls_sql(table: str) -> list[str]:
     ]
 
 
-class EnableTenantRLS(migrations.operations.base.Operation):
-    """Migration operation: tenant-isolation policy on `table` (a no-op off PostgreSQL)."""
+class _TableRLSOperation(migrations.operations.base.Operation):
+    """A migration operation on one table's row-level security: SQL only (no model state), PostgreSQL
+    only (a no-op on the embedded SQLite default)."""
 
     reduces_to_sql = True
     reversible = True
@@ -34,6 +35,13 @@ class EnableTenantRLS(migrations.operations.base.Operation):
 
     def state_forwards(self, app_label, state):
         pass
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.table], {})
+
+
+class EnableTenantRLS(_TableRLSOperation):
+    """Migration operation: tenant-isolation policy on `table`."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
@@ -48,9 +56,6 @@ class EnableTenantRLS(migrations.operations.base.Operation):
 
     def describe(self):
         return f"Enable tenant row-level security on {self.table}"
-
-    def deconstruct(self):
-        return (self.__class__.__qualname__, [self.table], {})
 
 
 class PostgresSQL(migrations.operations.base.Operation):
@@ -99,18 +104,9 @@ def grant_app_role(connection, role: str) -> None:
             cursor.execute(f'REVOKE UPDATE, DELETE ON "{table}" FROM "{role}"')
 
 
-class ForceTenantRLS(migrations.operations.base.Operation):
-    """Migration operation: bind the table's owner by its row-level security policy too (a no-op off
-    PostgreSQL). Tables created with EnableTenantRLS since are forced already."""
-
-    reduces_to_sql = True
-    reversible = True
-
-    def __init__(self, table: str):
-        self.table = table
-
-    def state_forwards(self, app_label, state):
-        pass
+class ForceTenantRLS(_TableRLSOperation):
+    """Migration operation: bind the table's owner by its row-level security policy too. Tables
+    created with EnableTenantRLS since are forced already."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
@@ -122,6 +118,3 @@ class ForceTenantRLS(migrations.operations.base.Operation):
 
     def describe(self):
         return f"Force tenant row-level security on {self.table}"
-
-    def deconstruct(self):
-        return (self.__class__.__qualname__, [self.table], {})

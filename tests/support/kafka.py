@@ -67,20 +67,26 @@ def append_sla(tenant_id: str, exception_ids: list[str], fraction: float) -> lis
         )  # fmt: skip
 
 
-def read_topic(topic: str, expected_ids: set[str], timeout: float = 120.0) -> list:
-    """Every message of the topic from the start until each expected event id was seen."""
+def topic_reader(topic: str) -> Consumer:
+    """A consumer of the whole topic from its start, in a group of its own, committing nothing."""
     consumer = Consumer(
         kafka.client_config(
             **{
                 "group.id": f"test-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
-                # A topic the relay creates after this subscribes is noticed within a second.
+                # A topic created after this subscribes is noticed within a second.
                 "topic.metadata.refresh.interval.ms": 1000,
             }
         )
     )
     consumer.subscribe([topic])
+    return consumer
+
+
+def read_topic(topic: str, expected_ids: set[str], timeout: float = 120.0) -> list:
+    """Every message of the topic from the start until each expected event id was seen."""
+    consumer = topic_reader(topic)
     messages, seen = [], set()
     deadline = time.monotonic() + timeout
     try:

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sentinai.kernel import kafka
 from tests.support.factories import wait_until
+from tests.support.kafka import topic_reader
 from tests.support.workers import ROOT, service_env
 
 
@@ -52,17 +53,7 @@ def committed(group: str, topic: str, partition: int = 0) -> int:
 
 def read_all(topic: str, count: int, timeout: float = 60.0, settle: float = 2.0) -> list:
     """`count` messages of the topic from the start, then `settle` seconds more to catch any extra."""
-    consumer = Consumer(
-        kafka.client_config(
-            **{
-                "group.id": f"test-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "topic.metadata.refresh.interval.ms": 1000,
-            }
-        )
-    )
-    consumer.subscribe([topic])
+    consumer = topic_reader(topic)
     messages = []
     deadline = time.monotonic() + timeout
     try:
