@@ -104,7 +104,8 @@ def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
         except DatabaseError as exc:
             # Deadlocks and serialisation failures are transient by definition: run the batch again.
             if attempt < 3 and getattr(getattr(exc, "__cause__", None), "sqlstate", None) in ("40P01", "40001"):
-                logger.warning("batch for %s hit %s; running it again", agent.name, exc)
+                with log_context(exception_ids=sorted({e.exception_id for e in incoming.events})):
+                    logger.warning("batch for %s hit %s; running it again", agent.name, exc)
                 continue
             raise
     raise AssertionError("unreachable")
@@ -183,7 +184,8 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any]) -> 
         except _WRITE_ERRORS as exc:
             if isinstance(exc, _CONNECTION_ERRORS):
                 raise
-            logger.warning("bulk write of a %s batch failed (%s); writing exception by exception", agent.name, exc)
+            with log_context(exception_ids=sorted(streams)):
+                logger.warning("bulk write of a %s batch failed (%s); writing exception by exception", agent.name, exc)
             report = _write_each(agent, batch, snapshot, outcomes, report)
         if orphans:
             _dead_letter_orphans(agent.name, tenant_id, orphans)
