@@ -46,6 +46,11 @@ END_TO_END_SECONDS = Histogram(
 )
 SLA_EVENTS = Counter("sentinai_sla_events_total", "SLA events announced.", ["kind", "severity"])
 REFUSED = Counter("sentinai_admission_refused_total", "Requests refused with 429.", ["tenant", "limit"])
+ADMISSION_DEGRADED = Counter(
+    "sentinai_admission_degraded_total",
+    "Admission decisions taken without Redis (rate: per-process bucket; in_flight: not enforced).",
+    ["limit"],
+)
 PUBLISHED = Counter("sentinai_outbox_published_total", "Outbox batches published.", ["path"])
 STREAM_PUBLISHED = Counter("sentinai_stream_events_published_total", "Events Kafka acknowledged on the event stream.")
 STREAM_FAILURES = Counter(

@@ -16,6 +16,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
 
@@ -329,12 +330,52 @@ def test_the_relay_re_offers_batches_a_broker_lost(tenant, log_dir, settings):
     assert all(applied(i) == [1] for i in ids)
 
 
-def test_the_relay_leaves_published_batches_alone_while_their_queue_still_holds_messages(tenant, settings):
+def queue_depth(queue: str) -> int:
+    with celery_app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def test_the_relay_re_sends_by_age_and_send_count_whatever_the_queue_holds(tenant, settings):
     ids = make_exceptions(TENANT, 2)
     append_many(ids[:1])
-    append_many(ids[1:])
-    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 0}
+    append_many(ids[1:])  # two batches published, both waiting in the queue: no worker runs
+    assert queue_depth("triage") == 2
+    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 60}
+    long_ago = timezone.now() - timedelta(seconds=61)
+    with tenant_scope(TENANT):
+        first, second = Outbox.objects.order_by("id")
+        Outbox.objects.filter(pk=first.pk).update(published_at=long_ago, publish_count=1)
+        # Sent three times already: the next re-send waits 4 x 60 s.
+        Outbox.objects.filter(pk=second.pk).update(published_at=long_ago, publish_count=3)
+    assert outbox.relay_all_tenants() == 1, "a full queue must not hold back a batch owed for 61 s"
+    assert outbox.relay_all_tenants() == 0, "the re-sent batch waits 2 x 60 s before the next re-send"
+    with tenant_scope(TENANT):
+        assert Outbox.objects.get(pk=first.pk).publish_count == 2
+        Outbox.objects.filter(pk=second.pk).update(published_at=timezone.now() - timedelta(seconds=241))
+    assert outbox.relay_all_tenants() == 1
+    assert queue_depth("triage") == 4
+    with tenant_scope(TENANT):
+        assert Outbox.objects.get(pk=second.pk).publish_count == 4
+
+
+def test_an_outbox_row_whose_events_cannot_be_loaded_is_dead_lettered_with_its_reason(tenant, caplog):
+    ghost = str(uuid.uuid4())
+    before = counter("sentinai_dead_letters_total", agent="triage", source="outbox")
+    with tenant_scope(TENANT), transaction.atomic():
+        (row,) = outbox.offer(TENANT, {"triage": [ghost]})
+    with tenant_scope(TENANT):
+        Outbox.objects.filter(pk=row.id).update(created_at=timezone.now() - timedelta(minutes=1))
     assert outbox.relay_all_tenants() == 0
+    with all_tenants_scope():
+        letter = DeadLetter.objects.get(source=DeadLetter.Source.OUTBOX)
+        assert not Outbox.objects.exists(), "the row leaves the outbox: it is not skipped at every tick"
+    assert letter.tenant_id == TENANT and letter.consumer == "triage" and letter.event_ids == [ghost]
+    assert letter.message_id == f"outbox:{row.id}" and ghost in letter.error and "cannot be loaded" in letter.error
+    assert letter.status == DeadLetter.Status.OPEN
+    assert counter("sentinai_dead_letters_total", agent="triage", source="outbox") == before + 1
+    assert outbox.relay_all_tenants() == 0
+    with all_tenants_scope():
+        assert DeadLetter.objects.count() == 1
 
 
 def test_a_message_for_an_unknown_tenant_is_dead_lettered(tenant, log_dir):

@@ -9,13 +9,18 @@ import logging
 import signal
 
 from django.core.management.base import BaseCommand
+from django.db import connections
 from kombu import Consumer
 
 from config import routing
 from config.celery import app as celery_app
+from sentinai.kernel import dependencies
 from sentinai.ops.deadletters import record_broker_dead_letter
 
 logger = logging.getLogger("sentinai.ops.deadletters")
+# The broker drops a connection that misses two heartbeats: a half-open connection (the broker's host
+# died) is noticed in about this long.
+HEARTBEAT_SECONDS = 10
 
 
 def handle_message(message) -> None:
@@ -27,7 +32,9 @@ def handle_message(message) -> None:
         if deaths and isinstance(deaths[0], dict)
         else (message.delivery_info or {}).get("routing_key", "")
     )
+    # A database error propagates before the ack: the message stays in the queue for the next attempt.
     record_broker_dead_letter(message_id=message_id, queue=queue or "", body=message.body, headers=headers)
+    dependencies.up("database")
     message.ack()
     logger.warning("recorded dead-lettered message %s from queue %s", message_id, queue)
 
@@ -41,6 +48,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="drain what is queued now, then exit")
 
     def handle(self, *args, **options):
+        """Consume until SIGTERM/SIGINT. A lost broker or database never ends the process: it drops
+        the broker connection (the unacknowledged message goes back to the queue), waits with bounded
+        backoff and starts again, with one log line per outage and one per recovery."""
         stop = {"now": False}
 
         def request_stop(signum, frame):
@@ -48,21 +58,51 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=None)
+        backoff = dependencies.Backoff()
+        announced = False
+        while not stop["now"]:
+            try:
+                finished = self._consume(stop, once=options["once"], announce=not announced, backoff=backoff)
+                announced = True
+                if finished:
+                    return
+            except dependencies.database_errors() as exc:
+                for conn in connections.all(initialized_only=True):
+                    conn.close()
+                dependencies.down("database", exc, consequence="dead letters wait in their queue")
+            except dependencies.broker_errors() as exc:
+                dependencies.down("broker", exc, consequence="the dead-letter consumer reconnects with backoff")
+            backoff.sleep(lambda: stop["now"])
+
+    def _consume(self, stop: dict, *, once: bool, announce: bool, backoff: dependencies.Backoff) -> bool:
+        """One broker connection's worth of consuming; True when asked to stop or drained (--once)."""
+        conn = celery_app.connection_for_write(heartbeat=HEARTBEAT_SECONDS)
+        try:
+            conn.ensure_connection(max_retries=1)
             routing.declare_topology(conn)
+            dependencies.up("broker")
             queue = routing.dead_letter_queue()
             # on_message gets the raw message: an undecodable body must be recorded, not decoded here.
             with Consumer(conn, queues=[queue], on_message=handle_message, prefetch_count=50) as consumer:
                 consumer.qos(prefetch_count=50)
-                self.stdout.write(f"consuming {queue.name}")
-                self.stdout.flush()
+                if announce:
+                    self.stdout.write(f"consuming {queue.name}")
+                    self.stdout.flush()
                 idle = 0
                 while not stop["now"]:
                     try:
                         conn.drain_events(timeout=1)
                         idle = 0
+                        backoff.reset()
                     except TimeoutError:
+                        conn.heartbeat_check()
+                        backoff.reset()
                         idle += 1
-                        if options["once"] and idle >= 2:
-                            break
+                        if once and idle >= 2:
+                            return True
+            return True
+        finally:
+            try:
+                conn.release()
+            except Exception as exc:  # a dead connection may fail to close in any way; it is dropped anyway
+                logger.debug("closing the dead-letter consumer's connection: %s", exc)
