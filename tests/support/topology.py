@@ -205,6 +205,23 @@ class Topology:
             cursor = conn.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
 
+    def dependency_gauges(self) -> dict[str, dict[str, float]]:
+        """sentinai_dependency_up as each live process last set it: "<pid> <command>" -> {dependency: value}."""
+        from prometheus_client.mmap_dict import MmapedDict
+
+        out = {}
+        for path in (self.var / "prometheus").glob("gauge_livemin_*.db"):
+            pid = path.stem.rsplit("_", 1)[1]
+            cmd = Path(f"/proc/{pid}/cmdline")
+            name = cmd.read_bytes().replace(b"\0", b" ")[:80].decode() if cmd.exists() else "(dead)"
+            values = {}
+            for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+                metric, _, labels, *_ = json.loads(key)
+                if metric == "sentinai_dependency_up":
+                    values[labels["dependency"]] = value
+            out[f"{pid} {name}"] = values
+        return out
+
     def operator_key(self) -> str:
         keys = json.loads((self.var / "demo-keys.json").read_text())
         return next(v for k, v in keys.items() if k.endswith(":operator"))
