@@ -22,6 +22,18 @@ from tests.support.services import PrivatePostgres, PrivateRabbit, PrivateRedis
 
 BIN = Path(sys.executable).parent
 TENANT = "acme-finance"
+TERMINAL = ("resolved", "escalated", "invalid")
+# The pipeline's milestones: each happens at most once per exception, whatever is redelivered.
+ONCE = (
+    "ExceptionIngested",
+    "ExceptionNormalized",
+    "TriageCompleted",
+    "PlaybookMatched",
+    "PlaybookCompleted",
+    "ExceptionResolved",
+    "ExceptionEscalated",
+    "FeedbackCaptured",
+)
 # A tick twice a second, and batches a broker lost re-sent after 10 s: faults heal within a test.
 FAST = {
     "SENTINAI_SCHEDULER_TICK_SECONDS": "0.5",
@@ -221,6 +233,44 @@ class Topology:
                     values[labels["dependency"]] = value
             out[f"{pid} {name}"] = values
         return out
+
+    # --- verdicts on a set of accepted exceptions ------------------------------------------------
+
+    def not_terminal(self, ids: list[str]) -> list[tuple]:
+        return self.sql(
+            "SELECT id, status FROM exception WHERE id = ANY(%s::uuid[]) AND status <> ALL(%s)", (ids, list(TERMINAL))
+        )
+
+    def missing(self, ids: list[str]) -> int:
+        """Accepted exceptions with no row at all (lost)."""
+        found = self.sql("SELECT count(*) FROM exception WHERE id = ANY(%s::uuid[])", (ids,))[0][0]
+        return len(set(ids)) - found
+
+    def doubled(self, ids: list[str]) -> list[tuple]:
+        """(exception, event type, count) of ONCE events recorded more than once, and exceptions whose
+        tool executions and ToolExecutionRequested events disagree."""
+        twice = self.sql(
+            "SELECT exception_id::text, event_type, count(*) FROM exception_event "
+            "WHERE exception_id = ANY(%s::uuid[]) AND event_type = ANY(%s) GROUP BY 1, 2 HAVING count(*) > 1",
+            (ids, list(ONCE)),
+        )
+        tools = self.sql(
+            "SELECT e.exception_id::text, 'ToolExecutionRequested', count(*) FROM exception_event e "
+            "WHERE e.exception_id = ANY(%s::uuid[]) AND e.event_type = 'ToolExecutionRequested' GROUP BY 1 "
+            "HAVING count(*) <> (SELECT count(*) FROM tool_execution t WHERE t.exception_id = e.exception_id)",
+            (ids,),
+        )
+        return twice + tools
+
+    def end_to_end_seconds(self, ids: list[str]) -> list[float]:
+        """ExceptionIngested recorded -> its terminal event recorded, per terminal exception."""
+        rows = self.sql(
+            "SELECT extract(epoch FROM max(e.recorded_at) FILTER (WHERE e.event_type IN "
+            "('ExceptionResolved', 'ExceptionEscalated', 'ExceptionValidationFailed')) "
+            "- min(e.recorded_at)) FROM exception_event e WHERE e.exception_id = ANY(%s::uuid[]) GROUP BY e.exception_id",
+            (ids,),
+        )
+        return [float(r[0]) for r in rows if r[0] is not None]
 
     def operator_key(self) -> str:
         keys = json.loads((self.var / "demo-keys.json").read_text())
