@@ -14,6 +14,7 @@ Dependencies: "database" (PostgreSQL), "broker" (RabbitMQ), "redis" (admission c
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -73,6 +74,16 @@ def up(dependency: str) -> bool:
         extra={"dependency": dependency, "dependency_state": "up"},
     )
     return True
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a Celery prefork pool process) starts its own metric file, where every
+    dependency the parent had reported would read 0: state what the parent knew, in the child's file."""
+    for dependency in list(_seen):
+        DEPENDENCY_UP.labels(dependency).set(0 if dependency in _down_since else 1)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_down(dependency: str) -> bool:

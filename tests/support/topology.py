@@ -256,7 +256,7 @@ class Topology:
         )
         tools = self.sql(
             "SELECT e.exception_id::text, 'ToolExecutionRequested', count(*) FROM exception_event e "
-            "WHERE e.exception_id = ANY(%s::uuid[]) AND e.event_type = 'ToolExecutionRequested' GROUP BY 1 "
+            "WHERE e.exception_id = ANY(%s::uuid[]) AND e.event_type = 'ToolExecutionRequested' GROUP BY e.exception_id "
             "HAVING count(*) <> (SELECT count(*) FROM tool_execution t WHERE t.exception_id = e.exception_id)",
             (ids,),
         )

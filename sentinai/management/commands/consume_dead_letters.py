@@ -59,11 +59,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         backoff = dependencies.Backoff()
-        announced = False
+        self.announced = False
         while not stop["now"]:
             try:
-                finished = self._consume(stop, once=options["once"], announce=not announced, backoff=backoff)
-                announced = True
+                finished = self._consume(stop, once=options["once"], backoff=backoff)
                 if finished:
                     return
             except dependencies.database_errors() as exc:
@@ -74,7 +73,7 @@ class Command(BaseCommand):
                 dependencies.down("broker", exc, consequence="the dead-letter consumer reconnects with backoff")
             backoff.sleep(lambda: stop["now"])
 
-    def _consume(self, stop: dict, *, once: bool, announce: bool, backoff: dependencies.Backoff) -> bool:
+    def _consume(self, stop: dict, *, once: bool, backoff: dependencies.Backoff) -> bool:
         """One broker connection's worth of consuming; True when asked to stop or drained (--once)."""
         conn = celery_app.connection_for_write(heartbeat=HEARTBEAT_SECONDS)
         try:
@@ -85,9 +84,10 @@ class Command(BaseCommand):
             # on_message gets the raw message: an undecodable body must be recorded, not decoded here.
             with Consumer(conn, queues=[queue], on_message=handle_message, prefetch_count=50) as consumer:
                 consumer.qos(prefetch_count=50)
-                if announce:
+                if not self.announced:
                     self.stdout.write(f"consuming {queue.name}")
                     self.stdout.flush()
+                    self.announced = True
                 idle = 0
                 while not stop["now"]:
                     try:
