@@ -154,6 +154,12 @@ def main() -> None:
             "e2e_p99_s": percentile(latencies, 0.99),
             "e2e_max_s": max(latencies) if latencies else None,
             "processes_running_at_end": topology.all_running(),
+            "dead_letters": [
+                {"source": r[0], "consumer": r[1], "error": r[2], "count": r[3]}
+                for r in topology.sql(
+                    "SELECT source, consumer, left(error, 160), count(*) FROM dead_letter GROUP BY 1, 2, 3"
+                )
+            ],
         }
     finally:
         topology.stop()

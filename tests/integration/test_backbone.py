@@ -285,6 +285,25 @@ def test_an_undecodable_message_ends_in_the_dlq_is_recorded_and_does_not_block_t
     assert malformed.tenant_id == TENANT and "nonsense" in malformed.body
 
 
+def test_a_periodic_tick_that_expired_in_its_queue_is_not_recorded_as_a_dead_letter(tenant, log_dir):
+    with celery_app.connection_for_write() as conn:
+        routing.declare_topology(conn)
+        Producer(conn.default_channel).publish(
+            [[], {}, {}], exchange=routing.EXCHANGE.name, routing_key=routing.SCHEDULER_QUEUE, serializer="json",
+            headers={"id": "tick-1", "task": "sentinai.scheduler.tick", "celery_beat_task": True}, expiration=0.05,
+        )  # fmt: skip
+    # No scheduler worker runs: the broker expires the tick and dead-letters it (reason "expired").
+    wait_until(lambda: queue_depth(routing.SCHEDULER_QUEUE) == 0, 30, message="the tick to expire")
+    wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 1, 30, message="the tick to be dead-lettered")
+    publish_body("triage", {"not": "a batch"})  # a real poison message, which is recorded
+    with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 2, 30, message="the poison message")
+    call_command("consume_dead_letters", "--once", stdout=StringIO())
+    with all_tenants_scope():
+        assert list(DeadLetter.objects.values_list("consumer", flat=True)) == ["triage"]
+    assert queue_depth(routing.DEAD_LETTER_QUEUE) == 0
+
+
 # --- broker outage -------------------------------------------------------------------------------
 # A RabbitMQ restart with busy workers, HTTP ingest running and beat's relay is tests/e2e/test_faults.py,
 # on a private broker (restarting the shared one here would disturb every other test and engineer).

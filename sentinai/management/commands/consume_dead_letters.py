@@ -23,8 +23,27 @@ logger = logging.getLogger("sentinai.ops.deadletters")
 HEARTBEAT_SECONDS = 10
 
 
+# Beat's periodic tasks carry an expiry; one that waited past it (a busy or restarting scheduler worker)
+# is dead-lettered by the broker with reason "expired". It is a sweep the next tick does in full: not
+# a dead letter for operators.
+PERIODIC_TASKS = ("sentinai.scheduler.", "agents.sla.scan")
+
+
+def _expired_periodic(headers: dict) -> bool:
+    deaths = headers.get("x-death") or []
+    reason = headers.get("x-first-death-reason") or (
+        deaths[0].get("reason") if deaths and isinstance(deaths[0], dict) else None
+    )
+    task = str(headers.get("task") or "")
+    return reason == "expired" and (bool(headers.get("celery_beat_task")) or task.startswith(PERIODIC_TASKS))
+
+
 def handle_message(message) -> None:
     headers = dict(message.headers or {})
+    if _expired_periodic(headers):
+        message.ack()
+        logger.debug("dropped an expired periodic task %s", headers.get("task"))
+        return
     message_id = headers.get("id") or (message.properties or {}).get("correlation_id")
     deaths = headers.get("x-death") or []
     queue = (
