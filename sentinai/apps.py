@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 
 
@@ -20,3 +21,10 @@ class SentinaiConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_grant_app_role, sender=self)
+
+
+class SentinaiAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with SentinAI's admin site (titles, the operations overview)."""
+
+    default = False
+    default_site = "sentinai.admin_site.SentinaiAdminSite"
