@@ -2,7 +2,7 @@
 
 API processes (gunicorn) and Celery workers write their samples to PROMETHEUS_MULTIPROC_DIR
 (prometheus-client multiprocess mode); /metrics merges them, and adds gauges read live at scrape time:
-the outbox backlog and its age, the depth and consumers of every agent queue, and the event stream's backlog and lag.
+the outbox backlog and its age, the depth of every agent queue, and the event stream's backlog and lag.
 """
 
 from __future__ import annotations
@@ -67,41 +67,6 @@ def tenant_label(tenant_id: str) -> str:
     return "-"
 
 
-def outbox_summary() -> list[tuple[str, str, int, float]]:
-    """(queue, "published" | "unpublished", batches, age of the oldest in seconds) of the outbox, across
-    tenants. Read by the scrape and the admin's operations overview."""
-    from django.db import connection
-
-    from sentinai.tenancy.scope import all_tenants_scope
-
-    with all_tenants_scope(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT queue, published_at IS NULL, count(*), "
-            "extract(epoch FROM (CURRENT_TIMESTAMP - min(created_at))) FROM outbox GROUP BY 1, 2"
-            if connection.vendor == "postgresql"
-            else "SELECT queue, published_at IS NULL, count(*), "
-            "(julianday('now') - julianday(min(created_at))) * 86400 FROM outbox GROUP BY 1, 2"
-        )
-        return [
-            (queue, "unpublished" if unpublished else "published", int(count), max(0.0, float(seconds or 0)))
-            for queue, unpublished, count, seconds in cursor.fetchall()
-        ]
-
-
-def queue_stats() -> dict[str, tuple[int, int]]:
-    """queue -> (messages ready, consumers) of every work queue, asked of the broker (passive declare)."""
-    from config import routing
-    from config.celery import app as celery_app
-
-    stats = {}
-    with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in routing.work_queues():
-            ok = channel.queue_declare(queue=queue.name, passive=True)
-            stats[queue.name] = (ok.message_count, ok.consumer_count)
-    return stats
-
-
 class LiveCollector:
     """Gauges read at scrape time."""
 
@@ -113,9 +78,6 @@ class LiveCollector:
             "sentinai_outbox_oldest_age_seconds", "Age of the oldest unconsumed outbox batch.", labels=["queue"]
         )
         depth = GaugeMetricFamily("sentinai_queue_depth", "Messages ready in each broker queue.", labels=["queue"])
-        consumers = GaugeMetricFamily(
-            "sentinai_queue_consumers", "Consumers (workers) attached to each broker queue.", labels=["queue"]
-        )
         stream_backlog = GaugeMetricFamily("sentinai_stream_backlog_events", "Events owed to the Kafka event stream.")
         stream_age = GaugeMetricFamily(
             "sentinai_stream_lag_seconds", "Age of the oldest event owed to the Kafka event stream."
@@ -125,13 +87,19 @@ class LiveCollector:
 
             from sentinai.tenancy.scope import all_tenants_scope
 
-            oldest: dict[str, float] = {}
-            for queue, state, count, seconds in outbox_summary():
-                backlog.add_metric([queue, state], count)
-                oldest[queue] = max(oldest.get(queue, 0.0), seconds)
-            for queue, seconds in oldest.items():
-                age.add_metric([queue], seconds)
             with all_tenants_scope(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT queue, published_at IS NULL, count(*), "
+                    "extract(epoch FROM (CURRENT_TIMESTAMP - min(created_at))) FROM outbox GROUP BY 1, 2"
+                    if connection.vendor == "postgresql"
+                    else "SELECT queue, published_at IS NULL, count(*), 0 FROM outbox GROUP BY 1, 2"
+                )
+                oldest: dict[str, float] = {}
+                for queue, unpublished, count, seconds in cursor.fetchall():
+                    backlog.add_metric([queue, "unpublished" if unpublished else "published"], count)
+                    oldest[queue] = max(oldest.get(queue, 0.0), float(seconds or 0))
+                for queue, seconds in oldest.items():
+                    age.add_metric([queue], seconds)
                 cursor.execute(
                     "SELECT coalesce(sum(jsonb_array_length(event_ids)), 0), "
                     "coalesce(extract(epoch FROM (CURRENT_TIMESTAMP - min(created_at))), 0) FROM stream_outbox"
@@ -144,12 +112,16 @@ class LiveCollector:
         except Exception as exc:  # a scrape reports what it can
             logger.warning("outbox gauges unavailable: %s", exc)
         try:
-            for queue, (ready, attached) in queue_stats().items():
-                depth.add_metric([queue], ready)
-                consumers.add_metric([queue], attached)
+            from config import routing
+            from config.celery import app as celery_app
+
+            with celery_app.connection_for_write() as conn:
+                channel = conn.default_channel
+                for queue in routing.work_queues():
+                    depth.add_metric([queue.name], channel.queue_declare(queue=queue.name, passive=True).message_count)
         except Exception as exc:
             logger.warning("queue depths unavailable: %s", exc)
-        yield from (backlog, age, depth, consumers, stream_backlog, stream_age)
+        yield from (backlog, age, depth, stream_backlog, stream_age)
 
 
 def process_registry() -> CollectorRegistry:
@@ -163,9 +135,40 @@ def process_registry() -> CollectorRegistry:
     return merged
 
 
+def queue_stats() -> dict[str, tuple[int, int]]:
+    """Broker queue name -> (messages ready, consumers attached) of every work queue (passive declares).
+    Read by the scrape (sentinai_queue_consumers) and the admin's operations overview."""
+    from config import routing
+    from config.celery import app as celery_app
+
+    stats = {}
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in routing.work_queues():
+            ok = channel.queue_declare(queue=queue.name, passive=True)
+            stats[queue.name] = (ok.message_count, ok.consumer_count)
+    return stats
+
+
+class ConsumersCollector:
+    """sentinai_queue_consumers{queue}: a queue nobody consumes is work that waits forever (an alert)."""
+
+    def collect(self):
+        consumers = GaugeMetricFamily(
+            "sentinai_queue_consumers", "Consumers (workers) attached to each broker work queue.", labels=["queue"]
+        )
+        try:
+            for queue, (_ready, attached) in queue_stats().items():
+                consumers.add_metric([queue], attached)
+        except Exception as exc:
+            logger.warning("queue consumers unavailable: %s", exc)
+        yield consumers
+
+
 def metrics_view(request):
     live = CollectorRegistry()
     live.register(LiveCollector())
+    live.register(ConsumersCollector())
     return HttpResponse(generate_latest(process_registry()) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
 
 

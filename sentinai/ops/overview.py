@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min
+from django.db.models import BooleanField, Count, ExpressionWrapper, Max, Min, Q
 from django.utils import timezone
 
 from sentinai.eventstore import store
 from sentinai.kernel import metrics
-from sentinai.models import DeadLetter, ExceptionEvent
+from sentinai.models import DeadLetter, ExceptionEvent, Outbox
 from sentinai.tenancy.scope import all_tenants_scope
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,15 @@ def overview_all_tenants() -> Overview:
             target = view.sla_expired if event_type == "SLAExpired" else view.sla_imminent
             target[tenant_id] = n
 
-    for queue, state, count, seconds in metrics.outbox_summary():
-        entry = view.outbox.setdefault(queue, {"published": 0, "unpublished": 0, "oldest_seconds": 0.0})
-        entry[state] += count
-        entry["oldest_seconds"] = max(entry["oldest_seconds"], round(seconds, 1))
+        for queue, unpublished, count, oldest in (
+            Outbox.objects.values_list("queue", ExpressionWrapper(Q(published_at__isnull=True), BooleanField()))
+            .annotate(n=Count("pk"), oldest=Min("created_at"))
+            .order_by("queue")
+        ):
+            entry = view.outbox.setdefault(queue, {"published": 0, "unpublished": 0, "oldest_seconds": 0.0})
+            entry["unpublished" if unpublished else "published"] += count
+            age = max(0.0, (view.generated_at - oldest).total_seconds())
+            entry["oldest_seconds"] = max(entry["oldest_seconds"], round(age, 1))
     try:
         view.queues = {q: {"ready": r, "consumers": c} for q, (r, c) in metrics.queue_stats().items()}
     except Exception as exc:  # the page still shows what the database knows
