@@ -165,7 +165,37 @@ class ConsumersCollector:
         yield consumers
 
 
+_zeroed = False
+
+
+def _zero_series() -> None:
+    """Create the series the shipped alerts and dashboard read (monitoring/), at 0, once per process:
+    `increase()` of a series that does not exist yet is "no data", not 0, and a dead letter or an SLA
+    expiry would otherwise start its series at 1 and never show as an increase."""
+    global _zeroed
+    if _zeroed:
+        return
+    from config import routing
+
+    for agent in routing.AGENTS:
+        for counter in (FAILURES, RETRIES, DUPLICATES, PARKED):
+            counter.labels(agent)
+        DEAD_LETTERS.labels(agent, "handler")
+        DEAD_LETTERS.labels(agent, "broker")
+        BATCH_SECONDS.labels(agent)
+        EVENT_SECONDS.labels(agent)
+    for kind in ("imminent", "expired"):
+        for severity in ("critical", "high", "medium", "low"):
+            SLA_EVENTS.labels(kind, severity)
+    for limit in ("rate", "in_flight"):
+        REFUSED.labels("-", limit)
+    for outcome in ("resolved", "escalated", "invalid"):
+        END_TO_END_SECONDS.labels(outcome)
+    _zeroed = True
+
+
 def metrics_view(request):
+    _zero_series()
     live = CollectorRegistry()
     live.register(LiveCollector())
     live.register(ConsumersCollector())
