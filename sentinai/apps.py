@@ -20,7 +20,11 @@ class SentinaiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from sentinai.kernel import tracing
+
         post_migrate.connect(_grant_app_role, sender=self)
+        # Before the WSGI handler loads its middleware (the Django instrumentation adds one).
+        tracing.configure()
 
 
 class SentinaiAdminConfig(admin_apps.AdminConfig):
