@@ -5,13 +5,17 @@ tests/e2e/test_browser.py's."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 from tests.support.gunicorn import Gunicorn
+from tests.support.host import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,3 +51,31 @@ def test_the_admin_static_files_come_from_gunicorn_too(gunicorn):
     assert login.status_code == 200 and "SentinAI" in login.text
     css = next(a for a in ASSET.findall(login.text) if a.endswith(".css"))
     assert httpx.get(urljoin(gunicorn.url, css), timeout=10).status_code == 200
+
+
+def test_production_settings_serve_what_collectstatic_collected(django_db_setup, tmp_path):
+    """The container image's path: `collectstatic` at build time, gunicorn (WhiteNoise) serving STATIC_ROOT
+    under production settings, with the apps' own folders not consulted."""
+    static_root = tmp_path / "static"
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=ROOT, env={**os.environ, "STATIC_ROOT": str(static_root), "DJANGO_SETTINGS_MODULE": "config.settings.local"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    bundle = "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    assert (static_root / bundle).exists()
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "k" + os.urandom(48).hex(),
+        "STATIC_ROOT": str(static_root),
+    }
+    # Served from STATIC_ROOT, not from the package's folder: a file missing there is missing.
+    css = "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css"
+    for variant in static_root.glob(css + "*"):
+        variant.unlink()
+    with Gunicorn(tmp_path, env=env) as server:
+        docs = httpx.get(server.url + "/api/docs/", timeout=10)
+        assert docs.status_code == 200 and f"/static/{bundle}" in docs.text
+        assert httpx.get(f"{server.url}/static/{bundle}", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/static/{css}", timeout=10).status_code == 404
