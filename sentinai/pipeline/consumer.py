@@ -96,6 +96,8 @@ def handle_batch(agent: Agent, body: Any) -> Report:
 def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
     """Process a decoded batch in one transaction (retried on deadlock); traced per exception when
     tracing is on (sentinai/kernel/tracing.py)."""
+    if not tracing.enabled():
+        return _handle_incoming(agent, incoming)
     with tracing.batch_spans(agent.name, incoming.tenant_id, incoming.events):
         return _handle_incoming(agent, incoming)
 
