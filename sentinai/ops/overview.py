@@ -35,7 +35,7 @@ class Overview:
     dead_letters: dict[str, dict[str, Any]] = field(default_factory=dict)
     # queue -> {"published": n, "unpublished": n, "oldest_seconds": s}
     outbox: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # queue -> {"ready": n, "consumers": n}; None when the broker did not answer
+    # agent queue -> {"ready": n, "consumers": n, "queues": broker queues (lanes)}; None when the broker did not answer
     queues: dict[str, dict[str, int]] | None = None
     queues_error: str = ""
     # tenant -> SLAExpired events in the last hour; and SLAImminent
@@ -108,7 +108,14 @@ def overview_all_tenants() -> Overview:
             age = max(0.0, (view.generated_at - oldest).total_seconds())
             entry["oldest_seconds"] = max(entry["oldest_seconds"], round(age, 1))
     try:
-        view.queues = {q: {"ready": r, "consumers": c} for q, (r, c) in metrics.queue_stats().items()}
+        # Per agent: an agent's lanes (<agent>.<lane>) are summed.
+        queues: dict[str, dict[str, int]] = {}
+        for name, (ready, consumers) in metrics.queue_stats().items():
+            entry = queues.setdefault(name.split(".", 1)[0], {"ready": 0, "consumers": 0, "queues": 0})
+            entry["ready"] += ready
+            entry["consumers"] += consumers
+            entry["queues"] += 1
+        view.queues = queues
     except Exception as exc:  # the page still shows what the database knows
         logger.warning("queue depths unavailable: %s", exc)
         view.queues_error = f"{type(exc).__name__}: {exc}"
