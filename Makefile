@@ -12,6 +12,9 @@ DATABASE_OWNER_URL      ?= postgres://sentinai@127.0.0.1:5432/sentinai
 CELERY_BROKER_URL       ?= amqp://guest:guest@127.0.0.1:5672//
 REDIS_URL               ?= redis://127.0.0.1:6379/0
 KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
+# The role of the processes that cross tenants (API, SLA and scheduler workers, dead-letter consumer,
+# Kafka relay): DATABASE_URL with the platform role's name unless set (docs/security.md).
+PLATFORM_DATABASE_URL   ?= $(subst //sentinai_app,//sentinai_platform,$(DATABASE_URL))
 
 .PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-queries bench-stream clean help
 
@@ -68,7 +71,7 @@ test: $(VENV)/.dev services test-tools lint
 
 VAR_DIR ?= $(or $(SENTINAI_VAR_DIR),var)
 # The runtime (API, workers) never gets the schema owner's credentials: only `migrate` does.
-RUNTIME_ENV = env -u DATABASE_OWNER_URL DATABASE_URL=$(DATABASE_URL) \
+RUNTIME_ENV = env -u DATABASE_OWNER_URL DATABASE_URL=$(DATABASE_URL) PLATFORM_DATABASE_URL=$(PLATFORM_DATABASE_URL) \
 	CELERY_BROKER_URL=$(CELERY_BROKER_URL) REDIS_URL=$(REDIS_URL) KAFKA_BOOTSTRAP_SERVERS=$(KAFKA_BOOTSTRAP_SERVERS) SENTINAI_VAR_DIR=$(VAR_DIR) PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/prometheus \
 	DJANGO_SETTINGS_MODULE=config.settings.local
 STACK_ENV = $(RUNTIME_ENV) DATABASE_OWNER_URL=$(DATABASE_OWNER_URL)

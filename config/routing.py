@@ -28,6 +28,10 @@ AGENTS: tuple[str, ...] = (
 )
 SCHEDULER_QUEUE = "scheduler"
 DEAD_LETTER_QUEUE = "dead_letter"
+# Queues whose work crosses tenants (the SLA monitor's scans, the scheduler's relay, re-drives and
+# recounts): their workers connect as the platform database role. Every other agent worker connects
+# as the tenant-bound application role, for which the all-tenants scope shows nothing.
+PLATFORM_QUEUES: tuple[str, ...] = ("sla", SCHEDULER_QUEUE)
 
 EXCHANGE = Exchange("sentinai", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("sentinai.dlx", type="topic", durable=True)

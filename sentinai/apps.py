@@ -12,6 +12,7 @@ def _grant_app_role(sender, using, **kwargs):
     connection = connections[using]
     if connection.vendor == "postgresql":
         grant_app_role(connection, settings.DB_APP_ROLE)
+        grant_app_role(connection, settings.DB_PLATFORM_ROLE)
 
 
 class SentinaiConfig(AppConfig):

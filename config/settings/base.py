@@ -88,6 +88,10 @@ if env.str("DATABASE_OWNER_URL", default=""):
     DATABASES["owner"] = env.db("DATABASE_OWNER_URL")
 
 DB_APP_ROLE = env.str("DB_APP_ROLE", default="sentinai_app")
+# The role of the processes that work across tenants (API operator reads and admin, scheduler, SLA
+# monitor, dead-letter consumer, relays): only for it does the all-tenants scope show every tenant.
+# Agent workers connect as DB_APP_ROLE and cannot widen their scope (docs/security.md).
+DB_PLATFORM_ROLE = env.str("DB_PLATFORM_ROLE", default="sentinai_platform")
 
 
 def _tune_database(db: dict) -> None:

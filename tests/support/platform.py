@@ -1,5 +1,6 @@
-"""The production topology in miniature for end-to-end tests: a worker on every agent queue and the
-scheduler's queue, and celery beat, as subprocesses on the test database and vhost."""
+"""The production topology in miniature for end-to-end tests: a worker on the agent queues (as the
+tenant-bound application role), one on the platform queues (SLA monitor, scheduler: the platform
+role), and celery beat, as subprocesses on the test database and vhost."""
 
 from __future__ import annotations
 
@@ -25,18 +26,22 @@ class Platform:
     def __init__(self, log_dir: Path, env: dict | None = None):
         self.env = {**FAST_SCHEDULE, **(env or {})}
         self.worker = WorkerProcess(
-            [*routing.AGENTS, routing.SCHEDULER_QUEUE],
-            name="all",
+            [q for q in routing.AGENTS if q not in routing.PLATFORM_QUEUES],
+            name="agents",
             pool="threads",
             concurrency=4,
             log_dir=log_dir,
             env=self.env,
+        )
+        self.platform_worker = WorkerProcess(
+            list(routing.PLATFORM_QUEUES), name="platform", pool="threads", concurrency=2, log_dir=log_dir, env=self.env
         )
         self.log_dir = log_dir
         self.beat: subprocess.Popen | None = None
 
     def start(self) -> Platform:
         self.worker.start()
+        self.platform_worker.start()
         log = (self.log_dir / "beat.log").open("w")
         self.beat = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(self.log_dir / "beat-schedule"), "--max-interval", "1"],
@@ -52,9 +57,10 @@ class Platform:
             self.beat.terminate()
             self.beat.wait(timeout=20)
         self.worker.stop()
+        self.platform_worker.stop()
 
     def logs(self) -> str:
-        return self.worker.log() + (self.log_dir / "beat.log").read_text()
+        return self.worker.log() + self.platform_worker.log() + (self.log_dir / "beat.log").read_text()
 
     def __enter__(self) -> Platform:
         return self.start()

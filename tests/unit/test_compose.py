@@ -56,3 +56,17 @@ def test_only_the_one_shot_migrate_service_holds_the_schema_owners_credentials()
     holders = [name for name, service in SERVICES.items() if "DATABASE_OWNER_URL" in (service.get("environment") or {})]
     assert holders == ["migrate"]
     assert SERVICES["migrate"]["restart"] == "no"
+
+
+def test_cross_tenant_processes_hold_the_platform_role_and_agent_workers_the_application_role():
+    def role(name: str) -> str:
+        return SERVICES[name]["environment"]["DATABASE_URL"].split("//")[1].split(":")[0]
+
+    platform = {"web", "dlq", "stream", *routing.PLATFORM_QUEUES}
+    for name in platform:
+        assert role(name) == "sentinai_platform", name
+    for name in set(routing.AGENTS) - platform:
+        assert role(name) == "sentinai_app", name
+    postgres = SERVICES["postgres"]["environment"]
+    assert postgres["POSTGRES_USER"] == "postgres", "the schema owner is not the image's superuser"
+    assert "NOSUPERUSER" in (Path(__file__).resolve().parents[2] / "scripts/postgres-init.sh").read_text()
