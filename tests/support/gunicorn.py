@@ -18,7 +18,8 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"gunicorn-{self.port}.log"
-        self.env = service_env(**(env or {}))
+        # The API connects as the platform role, as in `make stack` and compose.
+        self.env = service_env(platform=True, **(env or {}))
         self.workers = workers
         self.proc: subprocess.Popen | None = None
 
