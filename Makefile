@@ -16,7 +16,7 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 # Kafka relay): DATABASE_URL with the platform role's name unless set (docs/security.md).
 PLATFORM_DATABASE_URL   ?= $(subst //sentinai_app,//sentinai_platform,$(DATABASE_URL))
 
-.PHONY: run stack test lint format migrate services services-stop bench bench-pipeline bench-queries bench-stream clean help
+.PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-queries bench-stream clean help
 
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
@@ -61,7 +61,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(VENV)/.dev services lint
+# The browser tests' Chromium and the alert rules' promtool, from Debian (never a browser download).
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
+test-tools:
+	./scripts/test-tools.sh
+
+test: $(VENV)/.dev services test-tools lint
 	$(BIN)/pytest
 
 VAR_DIR ?= $(or $(SENTINAI_VAR_DIR),var)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 
 
@@ -20,4 +21,15 @@ class SentinaiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from sentinai.kernel import tracing
+
         post_migrate.connect(_grant_app_role, sender=self)
+        # Before the WSGI handler loads its middleware (the Django instrumentation adds one).
+        tracing.configure()
+
+
+class SentinaiAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with SentinAI's admin site (titles, the operations overview)."""
+
+    default = False
+    default_site = "sentinai.admin_site.SentinaiAdminSite"

@@ -28,7 +28,7 @@ from django.db import connection, models
 from sentinai.eventstore import outbox
 from sentinai.eventstore import stream as event_stream
 from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
-from sentinai.kernel import bulk, ids
+from sentinai.kernel import bulk, ids, tracing
 from sentinai.models import ExceptionEvent, ExceptionStream
 
 
@@ -159,6 +159,7 @@ def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) 
 def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEvent], producer: str) -> list[Envelope]:
     """Assign sequences and ordering metadata to new events (in memory, on locked streams)."""
     staged = []
+    trace_of = tracing.traceparent_for if tracing.enabled() else None
     for new in new_events:
         stream = streams.get(new.exception_id)
         if stream is None:
@@ -177,6 +178,9 @@ def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewE
             if head:
                 prev[consumer] = head
             stream.heads[consumer] = event_id
+        metadata: dict[str, Any] = {"prev": prev} if prev else {}
+        if trace_of is not None and (traceparent := trace_of(new.exception_id)):
+            metadata[tracing.TRACEPARENT] = traceparent
         staged.append(
             Envelope(
                 event_id=event_id,
@@ -188,7 +192,7 @@ def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewE
                 producer=producer,
                 payload=payload,
                 schema_version=CATALOGUE[new.event_type].schema_version,
-                metadata={"prev": prev} if prev else {},
+                metadata=metadata,
             )
         )
     return staged

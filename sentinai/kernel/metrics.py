@@ -135,9 +135,70 @@ def process_registry() -> CollectorRegistry:
     return merged
 
 
+def queue_stats() -> dict[str, tuple[int, int]]:
+    """Broker queue name -> (messages ready, consumers attached) of every work queue (passive declares).
+    Read by the scrape (sentinai_queue_consumers) and the admin's operations overview."""
+    from config import routing
+    from config.celery import app as celery_app
+
+    stats = {}
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in routing.work_queues():
+            ok = channel.queue_declare(queue=queue.name, passive=True)
+            stats[queue.name] = (ok.message_count, ok.consumer_count)
+    return stats
+
+
+class ConsumersCollector:
+    """sentinai_queue_consumers{queue}: a queue nobody consumes is work that waits forever (an alert)."""
+
+    def collect(self):
+        consumers = GaugeMetricFamily(
+            "sentinai_queue_consumers", "Consumers (workers) attached to each broker work queue.", labels=["queue"]
+        )
+        try:
+            for queue, (_ready, attached) in queue_stats().items():
+                consumers.add_metric([queue], attached)
+        except Exception as exc:
+            logger.warning("queue consumers unavailable: %s", exc)
+        yield consumers
+
+
+_zeroed = False
+
+
+def _zero_series() -> None:
+    """Create the series the shipped alerts and dashboard read (monitoring/), at 0, once per process:
+    `increase()` of a series that does not exist yet is "no data", not 0, and a dead letter or an SLA
+    expiry would otherwise start its series at 1 and never show as an increase."""
+    global _zeroed
+    if _zeroed:
+        return
+    from config import routing
+
+    for agent in routing.AGENTS:
+        for counter in (FAILURES, RETRIES, DUPLICATES, PARKED):
+            counter.labels(agent)
+        DEAD_LETTERS.labels(agent, "handler")
+        DEAD_LETTERS.labels(agent, "broker")
+        BATCH_SECONDS.labels(agent)
+        EVENT_SECONDS.labels(agent)
+    for kind in ("imminent", "expired"):
+        for severity in ("critical", "high", "medium", "low"):
+            SLA_EVENTS.labels(kind, severity)
+    for limit in ("rate", "in_flight"):
+        REFUSED.labels("-", limit)
+    for outcome in ("resolved", "escalated", "invalid"):
+        END_TO_END_SECONDS.labels(outcome)
+    _zeroed = True
+
+
 def metrics_view(request):
+    _zero_series()
     live = CollectorRegistry()
     live.register(LiveCollector())
+    live.register(ConsumersCollector())
     return HttpResponse(generate_latest(process_registry()) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
 
 
