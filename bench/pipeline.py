@@ -125,7 +125,15 @@ def prepare_services(args, env: dict) -> None:
 
     # A fresh database every run: results do not depend on what earlier runs left behind.
     with psycopg.connect(PG.format(user="sentinai", db="postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)")
+        for attempt in range(10):
+            try:
+                conn.execute(f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)")
+                break
+            except psycopg.errors.InsufficientPrivilege:
+                # A backend of the previous run's runtime role still closing: the owner may not end it.
+                if attempt == 9:
+                    raise
+                time.sleep(2)
         conn.execute(f"CREATE DATABASE {args.db}")
     vhosts = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=True).stdout
     if args.vhost not in vhosts.split():
