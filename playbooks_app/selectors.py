@@ -195,11 +195,15 @@ def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
     return [{**p, "id": str(p["id"]), "tools": tools[p["id"]]} for p in playbooks]
 
 
-def succeeded_step_counts(*, exception_ids: list[str]) -> Counter[str]:
-    """How many playbook steps succeeded for each exception (over all its runs)."""
+def succeeded_step_counts(*, tenant_id: str, exception_ids: list[str]) -> Counter[str]:
+    """How many playbook steps succeeded for each exception (over all its runs). The tenant leads
+    the playbook_run_exception index: without it the join scans every run."""
     return Counter(
         str(x)
         for x in PlaybookRunStep.objects.filter(
-            run__exception_id__in=exception_ids, status=StepStatus.SUCCEEDED
+            tenant_id=tenant_id,
+            run__tenant_id=tenant_id,
+            run__exception_id__in=exception_ids,
+            status=StepStatus.SUCCEEDED,
         ).values_list("run__exception_id", flat=True)
     )

@@ -77,12 +77,15 @@ def auto_approved_tool_names(*, tenant_id: str) -> set[str]:
     )
 
 
-def failed_execution_counts(*, exception_ids: list[str]) -> Counter[str]:
-    """How many executions of each exception failed or were dead-lettered."""
+def failed_execution_counts(*, tenant_id: str, exception_ids: list[str]) -> Counter[str]:
+    """How many executions of each exception failed or were dead-lettered (by the
+    tool_execution_exception index, which the tenant leads)."""
     return Counter(
         str(x)
         for x in ToolExecution.objects.filter(
-            exception_id__in=exception_ids, status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED)
+            tenant_id=tenant_id,
+            exception_id__in=exception_ids,
+            status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED),
         ).values_list("exception_id", flat=True)
     )
 
