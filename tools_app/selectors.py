@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from sentinai.kernel.bulk import keyset_before
+from sentinai.kernel.cache import TTLCache
+from sentinai.models import Tenant
+from sentinai.packs.domain import definitions_version
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
+
+# Tool rows the agents read every batch, per process, keyed by the bound definitions' version
+# (domain.definitions_version: a new pack version or changed overrides give new keys).
+_definitions: TTLCache[Any] = TTLCache(ttl=600.0, maxsize=20_000)
 
 FIELDS = (
     "id",
@@ -70,10 +77,13 @@ def parse_position(position: dict[str, Any]) -> dict[str, Any]:
 # --- loaders of the agents (plain data, for decisions) ------------------------------------------
 
 
-def auto_approved_tool_names(*, tenant_id: str) -> set[str]:
+def auto_approved_tool_names(*, tenant: Tenant) -> set[str]:
     """The tenant's active tools that may run without a human (policy guardrail)."""
-    return set(
-        Tool.objects.filter(tenant_id=tenant_id, is_active=True, auto_approved=True).values_list("name", flat=True)
+    return _definitions.get_or_load(
+        ("auto", definitions_version(tenant)),
+        lambda: set(
+            Tool.objects.filter(tenant_id=tenant.id, is_active=True, auto_approved=True).values_list("name", flat=True)
+        ),
     )
 
 
@@ -90,9 +100,20 @@ def failed_execution_counts(*, tenant_id: str, exception_ids: list[str]) -> Coun
     )
 
 
-def tool_run_configs(*, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """What running each tool needs: its kind, config and attempt limit."""
-    return {t["id"]: t for t in Tool.objects.filter(id__in=tool_ids).values("id", "kind", "config", "max_attempts")}
+def tool_run_configs(*, tenant: Tenant, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """What running each tool needs: its kind, config and attempt limit (per process, for the bound
+    definitions' version: overrides such as a tenant's webhook URL update tool rows in place)."""
+    version = definitions_version(tenant)
+    configs = {
+        i: c
+        for i in set(tool_ids)
+        if (c := _definitions.get_or_load(("run", version, i), lambda: None, keep_none=False))
+    }
+    missing = [i for i in set(tool_ids) if i not in configs]
+    if missing:
+        for row in Tool.objects.filter(id__in=missing).values("id", "kind", "config", "max_attempts"):
+            configs[row["id"]] = _definitions.get_or_load(("run", version, row["id"]), lambda r=row: r)
+    return configs
 
 
 def execution_statuses(*, execution_ids: list[str]) -> dict[str, str]:

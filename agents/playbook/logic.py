@@ -358,7 +358,7 @@ class PlaybookAgent(Agent):
 
     def load(self, batch, states):
         batch.data[DATA] = selectors.playbook_batch_state(
-            tenant_id=batch.tenant_id, exception_ids=list(states), playbook_ids=_matched_playbooks(batch)
+            tenant=batch.tenant, exception_ids=list(states), playbook_ids=_matched_playbooks(batch)
         )
 
     def evolve(self, batch, state, decision):
