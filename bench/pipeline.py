@@ -515,6 +515,9 @@ class ProductRun:
             "drained": drained,
             "exception_statuses": types,
             "approved_through_api": self.approved,
+            "critical_exceptions": scalar(
+                "SELECT count(*) FROM exception WHERE tenant_id = %s AND severity = 'critical'", [self.tenant_id]
+            ),
             "events_recorded": recorded,
             "events_applied": applied,
             "events_recorded_per_exception": round(recorded / max(self.accepted, 1), 2),
