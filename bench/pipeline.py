@@ -38,6 +38,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -209,7 +210,8 @@ class Processes:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.terminate()
+            # gunicorn's SIGTERM waits up to 30 s for keep-alive connections; SIGINT is its quick exit.
+            proc.send_signal(signal.SIGINT if self.groups.get(proc.pid) == "api" else signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=60)
@@ -263,6 +265,27 @@ def process_cpu(args, own: dict[int, str]) -> dict[str, float]:
         elif "beam.smp" in comm:
             groups["rabbitmq"] += used
     return groups
+
+
+def database_work(db: str) -> dict[str, float]:
+    """Cumulative work counters of the bench database (pg_stat_database, pg_stat_user_tables)."""
+    row = scalar(
+        "SELECT json_build_object('commits', xact_commit, 'rows_fetched', tup_fetched, 'rows_inserted', "
+        "tup_inserted, 'rows_updated', tup_updated, 'rows_deleted', tup_deleted, 'blocks_hit', blks_hit, "
+        "'blocks_read', blks_read) FROM pg_stat_database WHERE datname = %s",
+        [db],
+    )
+    tables = _rows(
+        "SELECT relname, coalesce(idx_scan, 0) + coalesce(seq_scan, 0), n_tup_upd, n_tup_hot_upd "
+        "FROM pg_stat_user_tables WHERE relname IN ('exception', 'tenant')"
+    )
+    work = {k: float(v) for k, v in (json.loads(row) if isinstance(row, str) else row).items()}
+    for name, scans, updates, hot in tables:
+        work[f"{name}_scans"] = float(scans)
+        if name == "exception":
+            work["exception_updates"] = float(updates)
+            work["exception_hot_updates"] = float(hot)
+    return work
 
 
 def cpu_busy() -> tuple[float, float]:
@@ -467,6 +490,7 @@ class ProductRun:
     # --- phases ------------------------------------------------------------------------------
     def throughput(self) -> dict:
         args = self.args
+        work0 = database_work(args.db)
         busy0, total0 = cpu_busy()
         components0 = process_cpu(args, self.processes.groups)
         started = time.monotonic()
@@ -485,6 +509,8 @@ class ProductRun:
         elapsed = time.monotonic() - started
         busy1, total1 = cpu_busy()
         components1 = process_cpu(args, self.processes.groups)
+        time.sleep(1.5)  # backends report their statistics within a second
+        work1 = database_work(args.db)
         recorded = scalar("SELECT count(*) FROM exception_event")
         applied = scalar("SELECT count(*) FROM processed_event")
         # Steady: between 10 % and 90 % of the recorded events (statistics lag by ~1 s: same both ends).
@@ -533,6 +559,9 @@ class ProductRun:
             "machine_cpu_us_per_hop": round(cpu_seconds / max(applied, 1) * 1e6, 1),
             "cpu_us_per_hop_by_component": by_component,
             "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
+            # Work PostgreSQL did per agent hop: counts, so unlike CPU time they do not grow when other
+            # users load the machine. exception_updates/hot: row versions of the wide projection row.
+            "database_work_per_hop": {name: round((work1[name] - work0[name]) / max(applied, 1), 2) for name in work0},
             "http_batch": args.http_batch,
             "http_batch_p50_ms": percentile(sorted(self.request_ms), 0.5),
             "http_batch_p99_ms": percentile(sorted(self.request_ms), 0.99),
@@ -885,6 +914,8 @@ def report_product(r: dict) -> None:
         f"  CPU per agent hop: {r['cpu_us_per_hop_ours']} us ours ({parts}); machine {r['machine_cpu_us_per_hop']} us "
         f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine)"
     )
+    work = r.get("database_work_per_hop") or {}
+    print("  PostgreSQL work per agent hop: " + ", ".join(f"{k} {v}" for k, v in work.items()))
     for row in r.get("latency") or []:
         print(
             f"  latency at {row['load']:.0%} load ({row['exceptions_per_min']:,} exceptions/min, "
