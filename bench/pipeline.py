@@ -276,15 +276,19 @@ def database_work(db: str) -> dict[str, float]:
         [db],
     )
     tables = _rows(
-        "SELECT relname, coalesce(idx_scan, 0) + coalesce(seq_scan, 0), n_tup_upd, n_tup_hot_upd "
-        "FROM pg_stat_user_tables WHERE relname IN ('exception', 'tenant')"
+        "SELECT relname, coalesce(idx_scan, 0) + coalesce(seq_scan, 0), n_tup_upd, n_tup_hot_upd, n_tup_ins "
+        "FROM pg_stat_user_tables WHERE relname IN ('exception', 'tenant', 'outbox')"
     )
     work = {k: float(v) for k, v in (json.loads(row) if isinstance(row, str) else row).items()}
-    for name, scans, updates, hot in tables:
+    for name, scans, updates, hot, inserts in tables:
+        if name == "outbox":
+            work["broker_messages"] = float(inserts)  # one outbox row = one published batch message
+            continue
         work[f"{name}_scans"] = float(scans)
         if name == "exception":
             work["exception_updates"] = float(updates)
             work["exception_hot_updates"] = float(hot)
+    work["database_bytes"] = float(scalar("SELECT pg_database_size(%s)", [db]))
     return work
 
 
