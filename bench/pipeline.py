@@ -232,10 +232,13 @@ def wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"the API did not answer on port {port}")
 
 
-def process_cpu(args, own: dict[int, str]) -> dict[str, float]:
-    """CPU seconds used so far by each component (all its processes), from /proc. `own`: pid -> group
-    of the processes this run started (their children count with them)."""
-    groups = dict.fromkeys(("postgres", "rabbitmq", "workers", "api", "client", "relay", "beat"), 0.0)
+GROUPS = ("postgres", "rabbitmq", "workers", "api", "client", "relay", "beat")
+
+
+def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far by each process of each component, from /proc. `own`: pid -> group of
+    the processes this run started (their children count with them)."""
+    groups: dict[tuple[str, int], float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
     for entry in Path("/proc").iterdir():
@@ -252,19 +255,28 @@ def process_cpu(args, own: dict[int, str]) -> dict[str, float]:
         used = (int(fields[11]) + int(fields[12])) / tick
         group = own.get(pid) or own.get(int(fields[1]))
         if pid == me:
-            groups["client"] += used
+            groups[("client", pid)] = used
         elif group:
-            groups[group] += used
+            groups[(group, pid)] = used
         elif comm == "postgres" or cmdline.startswith("postgres"):
             # Backends name their database in the process title: only the bench database's count.
             # The shared background processes (WAL writer, checkpointer, ...) name none and count too.
             words = cmdline.split()
             backend = any(w.startswith(("127.0.0.1(", "[local]")) for w in words) or "autovacuum" in cmdline
             if not backend or args.db in words:
-                groups["postgres"] += used
+                groups[("postgres", pid)] = used
         elif "beam.smp" in comm:
-            groups["rabbitmq"] += used
+            groups[("rabbitmq", pid)] = used
     return groups
+
+
+def cpu_by_component(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
+    """CPU seconds each component used between two snapshots, process by process (a process started in
+    between counts whole; a restarted broker does not make its component's figure negative)."""
+    used = dict.fromkeys(GROUPS, 0.0)
+    for (group, pid), seconds in after.items():
+        used[group] += seconds - before.get((group, pid), 0.0)
+    return used
 
 
 def database_work(db: str) -> dict[str, float]:
@@ -527,7 +539,8 @@ class ProductRun:
             steady_applied = int((hi[2] - lo[2]) / (hi[0] - lo[0]) * 60)
         cpu_seconds = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
         by_component = {
-            name: round((components1[name] - components0[name]) / max(applied, 1) * 1e6, 1) for name in components0
+            name: round(seconds / max(applied, 1) * 1e6, 1)
+            for name, seconds in cpu_by_component(components0, components1).items()
         }
         types = dict(
             Counter(
@@ -748,8 +761,8 @@ class PassThroughRun:
             "machine_cpu_utilisation": round((busy1 - busy0) / (total1 - total0), 3),
             "machine_cpu_us_per_event": round(cpu_seconds / max(processed, 1) * 1e6, 1),
             "cpu_us_per_event_by_component": {
-                name: round((components1[name] - components0[name]) / max(processed, 1) * 1e6, 1)
-                for name in components0
+                name: round(seconds / max(processed, 1) * 1e6, 1)
+                for name, seconds in cpu_by_component(components0, components1).items()
             },
             "outbox_rows_left": self._scalar("SELECT count(*) FROM outbox"),
         }
