@@ -6,6 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Collection
 from typing import Any
 
+from django.db.models import Max
+
 from exceptions_app.selectors import exception_events
 from playbooks_app.domain import (
     PlaybookBatchState,
@@ -19,12 +21,11 @@ from playbooks_app.domain import (
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookRunStep, PlaybookStep
 from sentinai.kernel.cache import TTLCache
 from sentinai.models import Tenant
-from sentinai.packs.domain import definitions_version
 from tools_app.models import Tool
 
 # Definitions the agents read every batch, per process. A playbook row is one immutable version (its
 # steps never change), so its steps are cached by (tenant, playbook id); what depends on which
-# version is bound is keyed by domain.definitions_version.
+# version is bound is keyed by _bound_version.
 _definitions: TTLCache[Any] = TTLCache(ttl=600.0, maxsize=20_000)
 
 PLAYBOOK_EVENTS = (
@@ -120,7 +121,7 @@ def playbook_batch_state(
         runs.setdefault(str(row["exception_id"]), row)
     wanted = {str(r["playbook_id"]) for r in runs.values()} | set(playbook_ids)
     definitions, versions = playbook_definitions(tenant_id=tenant_id, playbook_ids=wanted)
-    tool_ids = _definitions.get_or_load(("tool_ids", definitions_version(tenant)), lambda: _tool_ids(tenant_id))
+    tool_ids = _definitions.get_or_load(("tool_ids", _bound_version(tenant)), lambda: _tool_ids(tenant_id))
     progress: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     if runs:
         for row in PlaybookRunStep.objects.filter(
@@ -219,8 +220,16 @@ def _run_state(
 
 def active_playbooks(*, tenant: Tenant) -> list[dict[str, Any]]:
     """The tenant's active playbooks in matching order (priority, then name), each with the tools its
-    tool and notify steps use; per process, for the bound pack version (definitions_version)."""
-    return _definitions.get_or_load(("active", definitions_version(tenant)), lambda: _active_playbooks(tenant.id))
+    tool and notify steps use; per process, for the bound pack version (_bound_version)."""
+    return _definitions.get_or_load(("active", _bound_version(tenant)), lambda: _active_playbooks(tenant.id))
+
+
+def _bound_version(tenant: Tenant) -> tuple:
+    """The version check of the definitions cache, one index lookup (playbook_tenant_active): which
+    pack version is bound to the tenant now (binding activates a version's playbook and tool rows in
+    one transaction) and its row's last change (overrides rebind it in place)."""
+    bound = Playbook.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
+    return (tenant.id, bound, tenant.updated_at)
 
 
 def _active_playbooks(tenant_id: str) -> list[dict[str, Any]]:

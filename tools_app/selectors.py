@@ -6,14 +6,15 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Max
+
 from sentinai.kernel.bulk import keyset_before
 from sentinai.kernel.cache import TTLCache
 from sentinai.models import Tenant
-from sentinai.packs.domain import definitions_version
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
 
 # Tool rows the agents read every batch, per process, keyed by the bound definitions' version
-# (domain.definitions_version: a new pack version or changed overrides give new keys).
+# (_bound_version: a newly bound pack version or changed overrides give new keys).
 _definitions: TTLCache[Any] = TTLCache(ttl=600.0, maxsize=20_000)
 
 FIELDS = (
@@ -77,10 +78,18 @@ def parse_position(position: dict[str, Any]) -> dict[str, Any]:
 # --- loaders of the agents (plain data, for decisions) ------------------------------------------
 
 
+def _bound_version(tenant: Tenant) -> tuple:
+    """The version check of the definitions cache, one index lookup: the tool version bound to the
+    tenant now (binding activates a pack version's rows in one transaction) and its row's last change
+    (overrides update tool rows in place)."""
+    bound = Tool.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
+    return (tenant.id, bound, tenant.updated_at)
+
+
 def auto_approved_tool_names(*, tenant: Tenant) -> set[str]:
     """The tenant's active tools that may run without a human (policy guardrail)."""
     return _definitions.get_or_load(
-        ("auto", definitions_version(tenant)),
+        ("auto", _bound_version(tenant)),
         lambda: set(
             Tool.objects.filter(tenant_id=tenant.id, is_active=True, auto_approved=True).values_list("name", flat=True)
         ),
@@ -103,7 +112,7 @@ def failed_execution_counts(*, tenant_id: str, exception_ids: list[str]) -> Coun
 def tool_run_configs(*, tenant: Tenant, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
     """What running each tool needs: its kind, config and attempt limit (per process, for the bound
     definitions' version: overrides such as a tenant's webhook URL update tool rows in place)."""
-    version = definitions_version(tenant)
+    version = _bound_version(tenant)
     configs = {
         i: c
         for i in set(tool_ids)

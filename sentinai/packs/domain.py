@@ -328,15 +328,6 @@ def tenant_pack(tenant: Tenant) -> Pack:
     return pack_version(tenant.domain_pack, int(version))
 
 
-def definitions_version(tenant: Tenant) -> tuple:
-    """What a tenant's bound definitions (playbook, step and tool rows) depend on: the pack version it
-    runs and its own row's last change (overrides rebind it). Per-process caches of definitions key on
-    this, so a new pack version or a changed override is seen once the tenant cache (5 s) and the
-    latest-version cache (CACHE_SECONDS) have expired, without a query per batch."""
-    version = (tenant.overrides or {}).get("pack_version") or latest_version(tenant.domain_pack)
-    return (tenant.id, tenant.domain_pack, int(version), tenant.updated_at)
-
-
 # --- binding a tenant --------------------------------------------------------------------------
 
 
