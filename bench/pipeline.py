@@ -27,7 +27,9 @@ the latency percentiles, the stream lag. The last line is `events_per_min=<recor
 every agent queue, exceptions appended in-process; the framework's own cost, not the product's. Its
 last line is `events_per_min=<agent-applied events/min>`, labelled as the framework's.
 
-    python bench/pipeline.py [--exceptions 30000] [--workers 2] [--no-stream] [--profile]
+Each run gets a fresh database, copied from a template migrated once per set of migrations.
+
+    python bench/pipeline.py [--exceptions 30000] [--workers 2] [--no-stream] [--db NAME] [--vhost NAME]
     python bench/pipeline.py --pass-through [--exceptions 60000]
 """
 
