@@ -176,6 +176,19 @@ def prepare_services(args, env: dict) -> None:
         subprocess.run(["rabbitmqctl", "-q", "-p", args.vhost, "purge_queue", queue], capture_output=True)
 
 
+def platform_url(args) -> str | None:
+    """The platform role's URL for the bench database, when the migrations granted that role the
+    tables (the all-tenants scope then works only for it), else None."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG.format(user="sentinai", db=args.db), autocommit=True) as conn:
+            granted = conn.execute("SELECT has_table_privilege('sentinai_platform', 'exception', 'SELECT')").fetchone()
+    except psycopg.Error:
+        return None
+    return PG.format(user="sentinai_platform", db=args.db) if granted and granted[0] else None
+
+
 def runtime_env(env: dict) -> dict:
     """The runtime (API, workers, relay) never holds the schema owner's credentials."""
     return {k: v for k, v in env.items() if k != "DATABASE_OWNER_URL"}
@@ -184,22 +197,27 @@ def runtime_env(env: dict) -> dict:
 class Processes:
     """The platform's processes for one run, stopped together."""
 
-    def __init__(self, args, env: dict):
+    def __init__(self, args, env: dict, platform_url: str | None = None):
         self.args = args
         self.env = runtime_env(env)
+        # Where the schema has a platform role (the processes that cross tenants connect as it), the
+        # API, beat, the scheduler's queue and the relay use it, as in the Procfile; else all connect
+        # as the application role.
+        self.platform_url = platform_url
         self.procs: list[subprocess.Popen] = []
         self.groups: dict[int, str] = {}
 
-    def spawn(self, name: str, group: str, cmd: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, group: str, cmd: list[str], *, platform: bool = False) -> subprocess.Popen:
         log = (self.args.log_dir / f"{name}.log").open("w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = {**self.env, "DATABASE_URL": self.platform_url} if platform and self.platform_url else self.env
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         self.groups[proc.pid] = group
         return proc
 
     def start(self, *, api: bool, scheduler: bool, stream: bool) -> None:
         args = self.args
-        queues = QUEUES + (["scheduler"] if scheduler else [])
+        queues = QUEUES + (["scheduler"] if scheduler and not self.platform_url else [])
         for n in range(args.workers):
             self.spawn(
                 f"worker-{n}",
@@ -210,6 +228,17 @@ class Processes:
                     "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING",
                 ],
             )  # fmt: skip
+        if scheduler and self.platform_url:
+            self.spawn(
+                "scheduler",
+                "beat",
+                [
+                    sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "scheduler", "-n", "benchsched@%h",
+                    "-P", "threads", "-c", "1", "--without-mingle", "--without-gossip", "--without-heartbeat",
+                    "-l", "WARNING",
+                ],
+                platform=True,
+            )  # fmt: skip
         if scheduler:
             self.spawn(
                 "beat",
@@ -218,6 +247,7 @@ class Processes:
                     sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "WARNING",
                     "-s", str(args.log_dir / "beat-schedule"),
                 ],
+                platform=True,
             )  # fmt: skip
         if api:
             self.spawn(
@@ -227,9 +257,10 @@ class Processes:
                     sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
                     "--workers", str(args.api_workers), "--threads", str(args.api_threads),
                 ],
+                platform=True,
             )  # fmt: skip
         if stream:
-            self.spawn("relay", "relay", [sys.executable, "manage.py", "relay_event_stream"])
+            self.spawn("relay", "relay", [sys.executable, "manage.py", "relay_event_stream"], platform=True)
         time.sleep(6)
         for proc in self.procs:
             if proc.poll() is not None:
@@ -895,6 +926,10 @@ def main() -> None:
     args = parse_args()
     env = configure_environment(args)
     prepare_services(args, env)
+    platform = platform_url(args)
+    if platform:
+        # The bench's own probes read across tenants (counts, the approver's list): the platform role.
+        os.environ["DATABASE_URL"] = platform
 
     import django
 
@@ -907,7 +942,7 @@ def main() -> None:
         tenant, _ = tenant_create_or_update(
             tenant_id=tenant_id, domain_pack="finance", rate_per_second=1e6, burst=1_000_000, max_in_flight=10_000_000
         )
-    processes = Processes(args, env)
+    processes = Processes(args, env, platform)
     processes.start(api=not args.pass_through, scheduler=not args.pass_through, stream=args.stream)
     try:
         if args.pass_through:
