@@ -229,7 +229,8 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
 
 
 def _write_streams(streams: Iterable[Stream]) -> None:
-    """Write the new stream heads, then the projection changes (one UPDATE per set of changed fields)."""
+    """Write the new stream heads, then the projection changes (one UPDATE per set of changed fields;
+    none for changes to the value the handler loaded)."""
     heads = []
     changes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for stream in streams:
@@ -241,8 +242,12 @@ def _write_streams(streams: Iterable[Stream]) -> None:
                     "consumer_heads": stream.heads,
                 }
             )
-        if stream.changes:
-            row = {"id": stream.exception_id, **stream.changes}
+        # A change to the value the row already holds (the playbook agent setting in_progress at every
+        # step) is not written: each UPDATE of the wide, many-indexed projection row costs a new row
+        # version and, when an indexed column is set, an entry in every index.
+        changed = {k: v for k, v in stream.changes.items() if k not in stream.fields or stream.fields[k] != v}
+        if changed:
+            row = {"id": stream.exception_id, **changed}
             changes[tuple(row)].append(row)
     bulk.update(ExceptionStream, "exception_id", heads)
     for rows in changes.values():

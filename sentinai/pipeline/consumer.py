@@ -350,8 +350,11 @@ def _write(
 
 
 def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: list[Upsert]) -> None:
-    objs = [model(**r.values) for r in records]
     update_fields = [n for n in names if n not in unique and n != model._meta.pk.name]
+    if bulk.is_postgres():
+        bulk.upsert(model, [r.values for r in records], unique=unique, update=update_fields)
+        return
+    objs = [model(**r.values) for r in records]
     if update_fields:
         model.objects.bulk_create(objs, update_conflicts=True, unique_fields=list(unique), update_fields=update_fields)
     else:

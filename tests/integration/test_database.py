@@ -203,3 +203,27 @@ def test_a_process_holding_the_application_role_is_refused_the_all_tenants_scope
             timeout=60,
         )
         assert result.stdout.startswith(expected), result.stdout + result.stderr
+
+
+def test_a_projection_change_to_the_value_the_row_holds_is_not_written():
+    from sentinai.eventstore import store
+
+    make_tenant("acme")
+    (exception_id,) = make_exceptions("acme", 1)
+
+    def write(status: str) -> None:
+        with tenant_scope("acme"), transaction.atomic():
+            streams = store.lock_streams("acme", [exception_id], ("status",))
+            streams[exception_id].changes["status"] = status
+            store.append(tenant_id="acme", events=[], producer="playbook", streams=streams)
+
+    def row_version() -> tuple:
+        with tenant_scope("acme"), connection.cursor() as cursor:
+            cursor.execute("SELECT xmin::text, status FROM exception WHERE id = %s", [exception_id])
+            return cursor.fetchone()
+
+    before = row_version()
+    write(before[1])  # the playbook agent setting in_progress again, at its next step
+    assert row_version() == before
+    write("in_progress")
+    assert row_version()[1] == "in_progress" and row_version()[0] != before[0]
