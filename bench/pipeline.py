@@ -16,7 +16,7 @@ Prints events/min (events applied by agents), end-to-end latency (ExceptionInges
 FeedbackCaptured recorded) p50/p99, machine CPU per event, writes JSON under bench/results/, and ends
 with the line `events_per_min=<integer>`.
 
-    python bench/pipeline.py --pass-through [--exceptions 60000] [--workers 2] [--window 20000]
+    python bench/pipeline.py --pass-through [--exceptions 60000] [--workers 2] [--window 20000] [--lanes 4]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ VHOST = "sentinai_bench"
 QUEUES = ["intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"]
 
 
-def configure_environment(batch_size: int) -> dict:
+def configure_environment(batch_size: int, lanes: int) -> dict:
     from bench.passthrough import IMPLEMENTATIONS
 
     env = {
@@ -51,6 +51,7 @@ def configure_environment(batch_size: int) -> dict:
         "REDIS_URL": "redis://127.0.0.1:6379/14",
         "SENTINAI_AGENT_IMPLEMENTATIONS": json.dumps(IMPLEMENTATIONS),
         "SENTINAI_BATCH_SIZE": str(batch_size),
+        "SENTINAI_LANES": str(lanes),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
@@ -70,8 +71,12 @@ def prepare_services(env: dict) -> None:
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", VHOST], check=True)
         subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"], check=True)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    for queue in QUEUES:
-        subprocess.run(["rabbitmqctl", "-q", "-p", VHOST, "purge_queue", queue], capture_output=True)
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "--no-table-headers", "-p", VHOST, "list_queues", "name"], capture_output=True, text=True
+    ).stdout
+    for queue in listed.split():  # every lane of every agent (and lanes of earlier runs' settings)
+        if queue.split(".", 1)[0] in QUEUES:
+            subprocess.run(["rabbitmqctl", "-q", "-p", VHOST, "purge_queue", queue], capture_output=True)
 
 
 def start_workers(count: int, pool: str, concurrency: int, env: dict, log_dir: Path) -> list[subprocess.Popen]:
@@ -138,6 +143,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="threads (or children) per worker process")
     parser.add_argument("--batch-size", type=int, default=500, help="events per broker message")
     parser.add_argument("--tenants", type=int, default=1)
+    parser.add_argument("--lanes", type=int, default=4, help="SENTINAI_LANES: shared lanes per agent (1 = no lanes)")
     parser.add_argument("--latency-seconds", type=float, default=20, help="0 skips the latency phase")
     parser.add_argument("--latency-load", type=float, default=0.3, help="share of the measured throughput")
     parser.add_argument("--latency-chunk", type=int, default=50)
@@ -146,7 +152,7 @@ def main() -> None:
     if not args.pass_through:
         parser.error("only the framework with pass-through agents can be measured here: pass --pass-through")
 
-    env = configure_environment(args.batch_size)
+    env = configure_environment(args.batch_size, args.lanes)
     prepare_services(env)
 
     import django
