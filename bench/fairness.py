@@ -90,6 +90,7 @@ def report(tenant, count: int) -> list[str]:
     from exceptions_app import services
     from exceptions_app.serializers import IngestSerializer
     from sentinai.packs.rules import pii_rules_for
+    from sentinai.tenancy import admission
 
     rules = pii_rules_for(tenant)
     items = []
@@ -110,7 +111,10 @@ def report(tenant, count: int) -> list[str]:
         items.append(services.exception_from_report(serializer.validated_data, rules))
     ids = []
     for start in range(0, count, 1000):
-        ingested = services.exceptions_ingest_admitted(tenant_id=tenant.id, items=items[start : start + 1000])
+        chunk = items[start : start + 1000]
+        if admission.admit(tenant, len(chunk)):
+            raise SystemExit(f"{tenant.id} refused by admission control")
+        ingested = services.exceptions_ingest_admitted(tenant_id=tenant.id, items=chunk)
         ids += [i.exception_id for i in ingested]
     return ids
 
