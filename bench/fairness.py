@@ -16,6 +16,8 @@ Two configurations:
   different lanes.
 
     python bench/fairness.py [--sizes 0,2000,8000] [--configs before,after]
+
+BENCH_VHOST (sentinai_bench_fairness) and BENCH_REDIS_DB (14) keep it off other runs' broker and cache.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 PG = "postgres://{user}@127.0.0.1:5432/{db}"
 DB = "sentinai_bench_fairness"
-VHOST = "sentinai_bench"
+VHOST = os.environ.get("BENCH_VHOST", "sentinai_bench_fairness")
+REDIS_DB = os.environ.get("BENCH_REDIS_DB", "14")
 AGENTS = ["intake", "triage", "policy", "playbook", "tool", "resolution", "feedback", "sla", "scheduler"]
 CONFIGS = {"before": {"lanes": 1, "slots": 1}, "after": {"lanes": 4, "slots": 2}}
 
@@ -47,7 +50,7 @@ def environment(lanes: int) -> dict:
         "DATABASE_URL": PG.format(user="sentinai_app", db=DB),
         "DATABASE_OWNER_URL": PG.format(user="sentinai", db=DB),
         "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "KAFKA_BOOTSTRAP_SERVERS": "",
         "SENTINAI_LANES": str(lanes),
         "LOG_LEVEL": "WARNING",
