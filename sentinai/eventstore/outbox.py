@@ -6,7 +6,8 @@ append), retries, released parked events and replays reach an agent.
 
 Fast path: after the appending transaction commits, its outbox rows are published (one message per
 row, a batch of events of one tenant for one agent, to that tenant's lane of the agent:
-`routing.lane_queue`) with publisher confirms, and stamped `published_at`. The consuming agent deletes the row when it has processed the batch.
+`routing.lane_queue`) with publisher confirms, and stamped `published_at`. The consuming agent
+deletes the row when it has processed the batch.
 
 Relay (the scheduler, every tick): republishes rows the fast path never published (process crash
 between commit and publish, broker outage) and rows published long ago but never consumed whose

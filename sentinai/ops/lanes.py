@@ -32,13 +32,19 @@ class Lane:
 
 
 def lane_depths_all_tenants() -> list[Lane]:
-    """Every work queue with its ready messages and consumers, deepest first."""
+    """Every work queue the broker has, with its ready messages and consumers, deepest first (a lane
+    no worker has declared yet is left out)."""
     lanes = []
     with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
+        channel = conn.channel()
         for queue in routing.work_queues():
-            ok = channel.queue_declare(queue=queue.name, passive=True)
+            try:
+                ok = channel.queue_declare(queue=queue.name, passive=True)
+            except conn.channel_errors:  # NOT_FOUND closes the channel
+                channel = conn.channel()
+                continue
             lanes.append(Lane(queue.name, routing.agent_of(queue.name), ok.message_count, ok.consumer_count))
+        channel.close()
     return sorted(lanes, key=lambda lane: (-lane.ready, lane.queue))
 
 

@@ -217,12 +217,17 @@ def test_a_quiet_tenant_overtakes_a_noisy_backlog_in_shared_lanes_and_with_the_n
         # Every lane has its gauge; the tenant's own under its name (it is on the metrics allow-list).
         lanes = {dict(labels)["lane"] for name, labels in samples if name == "sentinai_lane_depth"}
         assert f"tenant-{noisy.id}" in lanes and {"0", "1", "2", "3"} <= lanes, lanes
-        consumers = dict(
-            line.split("\t")
-            for line in rabbitmqctl("list_queues", "name", "consumers").splitlines()
-            if line.split("\t")[0] in own
-        )
-        # Only the tenant's own worker consumes its lanes; the shared workers were started with -X.
-        assert consumers == dict.fromkeys(own, "1"), consumers
+
+        shared_lanes = {q.name for q in routing.work_queues()} - set(own)
+
+        def consumers_settled():
+            lines = rabbitmqctl("list_queues", "name", "consumers").splitlines()
+            consumers = {name: int(n) for name, n in (line.split("\t") for line in lines)}
+            registered = all(consumers.get(lane) for lane in shared_lanes)
+            return registered and {lane: consumers.get(lane) for lane in own} == dict.fromkeys(own, 1)
+
+        # Once every worker has registered its consumers, only the tenant's own worker consumes its
+        # lanes: the shared workers were started with -X.
+        wait_until(consumers_settled, 30, message="the tenant's worker alone on its lanes")
         dedicated = quiet_overtakes_noisy_backlog(quiet, noisy, 2 * NOISY)
         print(f"\ndedicated lane: {dedicated}")

@@ -19,6 +19,14 @@ def rabbitmqctl(*args) -> str:
     ).stdout
 
 
+def prefetch() -> dict[str, int]:
+    """The prefetch limit of each consumer of a work queue (RabbitMQ applies it per consumer)."""
+    lines = rabbitmqctl("list_consumers", "queue_name", "prefetch_count").splitlines()
+    return {
+        name: int(count) for name, count in (line.split("\t") for line in lines) if "." in name and "pidbox" not in name
+    }
+
+
 @pytest.mark.django_db(transaction=True)
 def test_worker_declares_quorum_queues_and_consumes_only_its_queue(purge_broker, log_dir):
     def list_queues():
@@ -29,7 +37,7 @@ def test_worker_declares_quorum_queues_and_consumes_only_its_queue(purge_broker,
         return queues
 
     triage = set(routing.agent_lanes("triage"))
-    with WorkerProcess(["triage"], name="only-triage", log_dir=log_dir):
+    with WorkerProcess(["triage"], name="only-triage", pool="threads", concurrency=2, log_dir=log_dir):
         # The worker reports ready a moment before its consumer is registered (and consumers of
         # workers stopped by earlier tests may take a moment to go).
         def settled():
@@ -39,6 +47,8 @@ def test_worker_declares_quorum_queues_and_consumes_only_its_queue(purge_broker,
             return listed if consumers == expected else None
 
         queues = wait_until(settled, 30, message="triage's lanes to have the only consumers")
+        # Two slots, four lanes: each lane may hold one message, so no lane takes both slots.
+        assert prefetch() == dict.fromkeys(triage, 1)
     limit = settings.BROKER_DELIVERY_LIMIT
     names = [q.name for q in routing.work_queues()]
     assert set(names) <= set(queues) and len(triage) == settings.SENTINAI["LANES"]
@@ -55,7 +65,9 @@ def test_worker_declares_quorum_queues_and_consumes_only_its_queue(purge_broker,
 @pytest.mark.django_db(transaction=True)
 def test_a_dedicated_lane_is_declared_like_the_others_and_one_worker_serves_it_alone(purge_broker, log_dir):
     env = {"SENTINAI_DEDICATED_LANES": "acme-lane"}
-    with WorkerProcess(["triage.tenant-acme-lane"], name="acme-lane", log_dir=log_dir, env=env):
+    with WorkerProcess(
+        ["triage.tenant-acme-lane"], name="acme-lane", pool="threads", concurrency=2, log_dir=log_dir, env=env
+    ):
 
         def settled():
             rows = [
@@ -66,6 +78,8 @@ def test_a_dedicated_lane_is_declared_like_the_others_and_one_worker_serves_it_a
             return rows if consumed == {"triage.tenant-acme-lane": 1} else None
 
         rows = wait_until(settled, 30, message="the dedicated lane to have the only consumer")
+        # A worker on one lane uses both its slots for it.
+        assert prefetch() == {"triage.tenant-acme-lane": 2}
     arguments = {name: args for name, _, args in rows}
     # The dedicated lane of every laned agent is declared, with the same arguments as a shared lane.
     for agent in routing.LANED_AGENTS:

@@ -10,6 +10,7 @@ from config import routing
 from config.celery import app
 from sentinai.pipeline import tasks as pipeline_tasks
 from sentinai.pipeline.tasks import AgentTask
+from sentinai.pipeline.worker import lane_share
 
 
 def test_every_registered_task_has_a_route():
@@ -132,3 +133,9 @@ def test_a_generated_task_hands_its_batch_to_the_runner_under_its_agents_name(mo
         app.tasks[f"agents.{agent}.handle_batch"].run({"v": 1})
 
     assert calls == [("agents.intake.handle_batch", "intake", {"v": 1}), ("agents.tool.handle_batch", "tool", {"v": 1})]
+
+
+def test_a_worker_on_several_lanes_keeps_a_slot_that_no_lane_may_take():
+    assert lane_share(2, queues=4) == 1 and lane_share(4, queues=30) == 3
+    # One slot cannot be shared; a worker on one lane (a tenant's own) uses all its slots.
+    assert lane_share(1, queues=4) == 1 and lane_share(4, queues=1) == 4
