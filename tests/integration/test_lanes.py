@@ -15,8 +15,9 @@ from kombu import Producer, Queue
 from config import routing
 from config.celery import app as celery_app
 from sentinai.eventstore import message, outbox, store
-from sentinai.models import Outbox, ProcessedEvent
-from sentinai.tenancy.scope import tenant_scope
+from sentinai.management.commands.consume_dead_letters import handle_message
+from sentinai.models import DeadLetter, Outbox, ProcessedEvent
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import make_exceptions, make_tenant, wait_until
 from tests.support.probes import IMPLEMENTATIONS
 from tests.support.workers import WorkerProcess
@@ -115,3 +116,24 @@ def test_move_legacy_empties_the_old_queues_into_each_tenants_lane(tenant):
         wait_until(lambda: ready(routing.DEAD_LETTER_QUEUE) == 1, 10)
     assert moved.headers["task"] == "agents.triage.handle_batch"
     assert json.loads(moved.body)[0] == [body]
+
+
+def test_a_message_dead_lettered_from_a_lane_is_recorded_under_its_agent(tenant, log_dir):
+    lane = routing.lane_queue("triage", TENANT)
+    with celery_app.connection_for_write() as conn:
+        Producer(conn.default_channel).publish(
+            b"{this is not json",
+            exchange=routing.EXCHANGE.name,
+            routing_key=lane,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"id": "poison-in-a-lane", "task": message.task_name("triage")},
+        )
+    with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: ready(routing.DEAD_LETTER_QUEUE) == 1, 30, message="the worker to dead-letter it")
+    with celery_app.connection_for_write() as conn:
+        dead = routing.dead_letter_queue()(conn.default_channel).get(no_ack=False)
+        assert dead.headers["x-death"][0]["queue"] == lane
+        handle_message(dead)
+    with all_tenants_scope():
+        assert DeadLetter.objects.get(message_id="poison-in-a-lane").consumer == "triage"
