@@ -104,6 +104,7 @@ def configure_environment(args) -> dict:
         "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{args.vhost}",
         "REDIS_URL": f"redis://127.0.0.1:6379/{args.redis_db}",
         "SENTINAI_BATCH_SIZE": str(args.batch_size),
+        "SENTINAI_LANES": str(args.lanes),
         "SENTINAI_VAR_DIR": str(args.log_dir),
         "PROMETHEUS_MULTIPROC_DIR": str(args.log_dir / "prometheus"),
         "LOG_LEVEL": "WARNING",
@@ -172,8 +173,14 @@ def prepare_services(args, env: dict) -> None:
         subprocess.run(
             ["rabbitmqctl", "-q", "set_permissions", "-p", args.vhost, "guest", ".*", ".*", ".*"], check=True
         )
-    for queue in [*QUEUES, "scheduler"]:
-        subprocess.run(["rabbitmqctl", "-q", "-p", args.vhost, "purge_queue", queue], capture_output=True)
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "--no-table-headers", "-p", args.vhost, "list_queues", "name"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    for queue in listed.split():  # every lane of every agent (and lanes of earlier runs' settings)
+        if queue.split(".", 1)[0] in (*QUEUES, "sla", "scheduler"):
+            subprocess.run(["rabbitmqctl", "-q", "-p", args.vhost, "purge_queue", queue], capture_output=True)
 
 
 def platform_url(args) -> str | None:
@@ -891,6 +898,7 @@ def parse_args():
     parser.add_argument("--pool", default="threads", help="Celery pool of each worker process")
     parser.add_argument("--concurrency", type=int, default=2, help="threads (or children) per worker process")
     parser.add_argument("--batch-size", type=int, default=500, help="events per broker message")
+    parser.add_argument("--lanes", type=int, default=4, help="lanes per agent (SENTINAI_LANES)")
     parser.add_argument("--http-batch", type=int, default=500, help="exceptions per batch request")
     parser.add_argument("--clients", type=int, default=2, help="client threads posting batches")
     parser.add_argument("--api-workers", type=int, default=2)

@@ -191,6 +191,11 @@ SENTINAI = {
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
+    # Lanes (config/routing.py): each laned agent's queues <agent>.0 … <agent>.<LANES-1>, tenants spread
+    # over them by a stable hash, plus <agent>.tenant-<id> for each tenant listed in DEDICATED_LANES. Every
+    # process (API, workers, beat) must be given the same values.
+    "LANES": env.int("SENTINAI_LANES", default=4),
+    "DEDICATED_LANES": frozenset(env.list("SENTINAI_DEDICATED_LANES", default=[])),
     # Metrics carry no tenant names unless asked: SENTINAI_METRICS_TENANTS lists the tenants broken out
     # by label (the rest count under "-"); SENTINAI_METRICS_TENANT_LABELS=true labels every tenant.
     "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=False),

@@ -89,7 +89,7 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
             if response.status_code == 200:
                 workers = response.json()
                 consumed = [q["name"] for w in workers.values() for q in (w.get("active_queues") or [])]
-                if health and all(consumed.count(q) == 1 for q in (*routing.AGENTS, routing.SCHEDULER_QUEUE)):
+                if health and all(consumed.count(q.name) == 1 for q in routing.work_queues()):
                     break
         except httpx.HTTPError:
             pass
@@ -102,10 +102,11 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
     for name, info in workers.items():
         for queue in info.get("active_queues") or []:
             by_queue.setdefault(queue["name"], []).append(name)
-    for queue in (*routing.AGENTS, routing.SCHEDULER_QUEUE):
-        assert len(by_queue.get(queue, [])) == 1, (queue, by_queue)
-        (worker,) = by_queue[queue]
-        assert worker.startswith(f"{queue}@"), worker
+    # Each agent's worker (`-Q <agent>`) consumes all of the agent's lanes, and no other worker does.
+    for queue in routing.work_queues():
+        assert len(by_queue.get(queue.name, [])) == 1, (queue.name, by_queue)
+        (worker,) = by_queue[queue.name]
+        assert worker.startswith(f"{routing.agent_of(queue.name)}@"), worker
     assert routing.DEAD_LETTER_QUEUE not in by_queue, "no Celery worker consumes the DLQ"
     # The stack used the database and the vhost it was given, and nothing else.
     with psycopg.connect(f"postgres://sentinai@127.0.0.1:5432/{DB}") as conn:
@@ -113,7 +114,7 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
     queues = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "-p", VHOST, "name"], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert set(routing.AGENTS) <= set(queues), queues
+    assert {q.name for q in routing.work_queues()} <= set(queues), queues
     text = log.read_text()
     for process in ("web", "beat", "dlq", "flower", "stream"):
         assert f"{process}." in text or f"{process} " in text, process

@@ -42,8 +42,11 @@ def service_env(*, platform: bool = False, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`celery -A config worker -Q <queues>` as a child process."""
 
-    def __init__(self, queues, *, name="test", pool="solo", concurrency=1, log_dir: Path, agents=None, env=None):
+    def __init__(
+        self, queues, *, name="test", pool="solo", concurrency=1, log_dir: Path, agents=None, env=None, exclude=()
+    ):
         self.queues = list(queues)
+        self.exclude = list(exclude)
         self.name = name
         self.pool = pool
         self.concurrency = concurrency
@@ -56,13 +59,22 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> WorkerProcess:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the process without waiting for it (several workers start faster side by side)."""
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
             "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-P", self.pool, "-c", str(self.concurrency),
             "--without-mingle", "--without-gossip", "-l", "INFO",
         ]  # fmt: skip
+        if self.exclude:
+            cmd += ["-X", ",".join(self.exclude)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -27,7 +27,10 @@ def handle_message(message) -> None:
         if deaths and isinstance(deaths[0], dict)
         else (message.delivery_info or {}).get("routing_key", "")
     )
-    record_broker_dead_letter(message_id=message_id, queue=queue or "", body=message.body, headers=headers)
+    # A lane (`triage.2`, `triage.tenant-acme`) is recorded as its agent: the dead letter's consumer, and a
+    # metrics label that must not carry a tenant's name. x-death in the headers keeps the lane.
+    agent = routing.agent_of(queue) if queue else ""
+    record_broker_dead_letter(message_id=message_id, queue=agent, body=message.body, headers=headers)
     message.ack()
     logger.warning("recorded dead-lettered message %s from queue %s", message_id, queue)
 
