@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.e2e.test_embedded import start_make_run, stop, wait_healthy
+from tests.support.embedded import start_make_run, stop, wait_healthy
 from tests.support.host import free_port
 
 ADMIN_LINE = re.compile(r"Admin: (?P<url>http://\S+/admin/)\s+user (?P<user>\S+)\s+password (?P<password>\S+)")

@@ -26,7 +26,7 @@ from sentinai.models import ExceptionEvent, Outbox
 from sentinai.tenancy import admission
 from sentinai.tenancy.scope import all_tenants_scope
 from sentinai.tenancy.services import api_key_create, tenant_create_or_update
-from tests.integration.test_topology import rabbitmqctl
+from tests.support.broker import rabbitmqctl
 from tests.support.factories import wait_until
 from tests.support.metrics import parse
 from tests.support.platform import Platform

@@ -2,21 +2,13 @@
 the dead-letter exchange; a worker started with -Q triage consumes all of triage's lanes and nothing
 else, and one started with -Q triage.tenant-<id> consumes that dedicated lane alone."""
 
-import subprocess
-
 import pytest
 from django.conf import settings
 
 from config import routing
+from tests.support.broker import rabbitmqctl
 from tests.support.factories import wait_until
 from tests.support.workers import WorkerProcess
-
-
-def rabbitmqctl(*args) -> str:
-    vhost = settings.CELERY_BROKER_URL.rsplit("/", 1)[-1] or "/"
-    return subprocess.run(
-        ["rabbitmqctl", "-q", "--no-table-headers", "-p", vhost, *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def prefetch() -> dict[str, int]:
