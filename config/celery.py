@@ -12,7 +12,8 @@ serialization.install()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-app = Celery("sentinai")
+# LaneAMQP: `-Q triage` selects all of triage's lanes (config/routing.py).
+app = Celery("sentinai", amqp="config.routing:LaneAMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from exceptions_app import api as exceptions_api
 from playbooks_app import api as playbooks_api
@@ -29,6 +29,9 @@ urlpatterns = [
     path("metrics", MetricsView.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path(
+        "api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="sentinai/redoc.html"), name="redoc"
+    ),
     # exceptions
     path("api/exceptions/<tenant:tenant_id>", exceptions_api.ExceptionCollectionView.as_view(), name="exceptions"),
     path(

@@ -35,7 +35,11 @@ class ExceptionRecord(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     # Indexed through the composite (tenant, ...) indexes below.
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="exceptions", db_index=False)
+    # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
+    # per inserted row, all on the one tenant row. The references hold by construction - see the migration that dropped them.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="exceptions", db_index=False, db_constraint=False
+    )
     source_system = models.CharField(max_length=100)
     source_ref = models.CharField(max_length=200, null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
@@ -108,8 +112,12 @@ class Feedback(models.Model):
         SYSTEM = "system"
         USER = "user"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
-    exception = models.ForeignKey(ExceptionRecord, on_delete=models.CASCADE, related_name="feedback")
+    # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
+    # per inserted row. The references hold by construction - see the migration that dropped them.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    exception = models.ForeignKey(
+        ExceptionRecord, on_delete=models.CASCADE, related_name="feedback", db_constraint=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     event_id = models.UUIDField(unique=True)
     outcome = models.CharField(max_length=32, blank=True, default="")

@@ -73,9 +73,13 @@ class PlaybookStep(models.Model):
 
 class PlaybookRun(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    exception = models.ForeignKey(ExceptionRecord, on_delete=models.CASCADE, related_name="playbook_runs")
-    playbook = models.ForeignKey(Playbook, on_delete=models.PROTECT, related_name="runs")
+    # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
+    # per inserted row. The references hold by construction - see the migration that dropped them.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    exception = models.ForeignKey(
+        ExceptionRecord, on_delete=models.CASCADE, related_name="playbook_runs", db_constraint=False
+    )
+    playbook = models.ForeignKey(Playbook, on_delete=models.PROTECT, related_name="runs", db_constraint=False)
     status = models.CharField(max_length=24, choices=RunStatus.choices, default=RunStatus.RUNNING)
     current_position = models.PositiveSmallIntegerField(default=0)
     # The policy decision the run started under (requires_approval, auto_tools); step conditions read it.
@@ -93,8 +97,10 @@ class PlaybookRun(models.Model):
 
 
 class PlaybookRunStep(models.Model):
-    run = models.ForeignKey(PlaybookRun, on_delete=models.CASCADE, related_name="steps")
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
+    # per inserted row. The references hold by construction - see the migration that dropped them.
+    run = models.ForeignKey(PlaybookRun, on_delete=models.CASCADE, related_name="steps", db_constraint=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     position = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=100)
     action = models.CharField(max_length=16, choices=StepAction.choices)

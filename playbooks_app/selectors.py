@@ -6,6 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Collection
 from typing import Any
 
+from django.db.models import Max
+
 from exceptions_app.selectors import exception_events
 from playbooks_app.domain import (
     PlaybookBatchState,
@@ -17,7 +19,14 @@ from playbooks_app.domain import (
     StepStatus,
 )
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookRunStep, PlaybookStep
+from sentinai.kernel.cache import TTLCache
+from sentinai.models import Tenant
 from tools_app.models import Tool
+
+# Definitions the agents read every batch, per process. A playbook row is one immutable version (its
+# steps never change), so its steps are cached by (tenant, playbook id); what depends on which
+# version is bound is keyed by _bound_version.
+_definitions: TTLCache[Any] = TTLCache(ttl=600.0, maxsize=20_000)
 
 PLAYBOOK_EVENTS = (
     "PolicyEvaluationCompleted",
@@ -92,11 +101,13 @@ def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, A
 
 
 def playbook_batch_state(
-    *, tenant_id: str, exception_ids: Collection[str], playbook_ids: Collection[str]
+    *, tenant: Tenant, exception_ids: Collection[str], playbook_ids: Collection[str]
 ) -> PlaybookBatchState:
     """What the playbook agent decides a batch on: the current run of each of `exception_ids` with its
     steps, the steps and versions of those runs' playbooks and of `playbook_ids` (the playbooks about
-    to start), and the tenant's tools."""
+    to start), and the tenant's tools. Two queries per batch (runs, their steps); definitions come
+    from the per-process cache."""
+    tenant_id = tenant.id
     runs: dict[str, dict[str, Any]] = {}
     for row in (
         PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=list(exception_ids))
@@ -109,39 +120,67 @@ def playbook_batch_state(
         # Ordered newest first per exception: the first row seen is the current run.
         runs.setdefault(str(row["exception_id"]), row)
     wanted = {str(r["playbook_id"]) for r in runs.values()} | set(playbook_ids)
-    definitions: dict[str, dict[int, StepDefinition]] = defaultdict(dict)
-    for row in PlaybookStep.objects.filter(tenant_id=tenant_id, playbook_id__in=wanted).values(
-        "playbook_id", "position", "name", "action", "tool", "params", "condition"
-    ):
-        definitions[str(row["playbook_id"])][row["position"]] = StepDefinition(
-            position=row["position"],
-            name=row["name"],
-            action=StepAction(row["action"]),
-            tool=row["tool"],
-            params=row["params"] or {},
-            condition=row["condition"] or {},
-        )
-    versions = {
-        str(k): v for k, v in Playbook.objects.filter(tenant_id=tenant_id, id__in=wanted).values_list("id", "version")
-    }
-    tool_ids = {
-        (name, version): str(tool_id)
-        for tool_id, name, version in Tool.objects.filter(tenant_id=tenant_id).values_list("id", "name", "version")
-    }
+    definitions, versions = playbook_definitions(tenant_id=tenant_id, playbook_ids=wanted)
+    tool_ids = _definitions.get_or_load(("tool_ids", _bound_version(tenant)), lambda: _tool_ids(tenant_id))
     progress: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for row in PlaybookRunStep.objects.filter(tenant_id=tenant_id, run_id__in=[r["id"] for r in runs.values()]).values(
-        "run_id", "position", "status", "tool_execution_id", "output", "started_at", "finished_at"
-    ):
-        progress[str(row["run_id"])][row["position"]] = row
+    if runs:
+        for row in PlaybookRunStep.objects.filter(
+            tenant_id=tenant_id, run_id__in=[r["id"] for r in runs.values()]
+        ).values("run_id", "position", "status", "tool_execution_id", "output", "started_at", "finished_at"):
+            progress[str(row["run_id"])][row["position"]] = row
     return PlaybookBatchState(
         runs={
             exception_id: _run_state(row, definitions[str(row["playbook_id"])], progress[str(row["id"])], versions)
             for exception_id, row in runs.items()
         },
-        definitions=dict(definitions),
+        definitions=definitions,
         versions=versions,
         tool_ids=tool_ids,
     )
+
+
+def playbook_definitions(
+    *, tenant_id: str, playbook_ids: Collection[str]
+) -> tuple[dict[str, dict[int, StepDefinition]], dict[str, int]]:
+    """The steps (by position) and version of each of the tenant's playbooks in `playbook_ids`: read
+    once per process, as playbook versions never change."""
+    missing = [i for i in playbook_ids if _cached(("playbook", tenant_id, i)) is None]
+    if missing:
+        steps: dict[str, dict[int, StepDefinition]] = defaultdict(dict)
+        for row in PlaybookStep.objects.filter(tenant_id=tenant_id, playbook_id__in=missing).values(
+            "playbook_id", "position", "name", "action", "tool", "params", "condition"
+        ):
+            steps[str(row["playbook_id"])][row["position"]] = StepDefinition(
+                position=row["position"],
+                name=row["name"],
+                action=StepAction(row["action"]),
+                tool=row["tool"],
+                params=row["params"] or {},
+                condition=row["condition"] or {},
+            )
+        for playbook_id, version in Playbook.objects.filter(tenant_id=tenant_id, id__in=missing).values_list(
+            "id", "version"
+        ):
+            key = ("playbook", tenant_id, str(playbook_id))
+            _definitions.get_or_load(key, lambda p=str(playbook_id), v=version: (dict(steps[p]), v))
+    definitions: dict[str, dict[int, StepDefinition]] = defaultdict(dict)
+    versions: dict[str, int] = {}
+    for playbook_id in playbook_ids:
+        cached = _cached(("playbook", tenant_id, playbook_id))
+        if cached is not None:
+            definitions[playbook_id], versions[playbook_id] = cached
+    return definitions, versions
+
+
+def _cached(key: tuple) -> Any:
+    return _definitions.get_or_load(key, lambda: None, keep_none=False)
+
+
+def _tool_ids(tenant_id: str) -> dict[tuple[str, int], str]:
+    return {
+        (name, version): str(tool_id)
+        for tool_id, name, version in Tool.objects.filter(tenant_id=tenant_id).values_list("id", "name", "version")
+    }
 
 
 def _run_state(
@@ -179,9 +218,21 @@ def _run_state(
     )
 
 
-def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
+def active_playbooks(*, tenant: Tenant) -> list[dict[str, Any]]:
     """The tenant's active playbooks in matching order (priority, then name), each with the tools its
-    tool and notify steps use."""
+    tool and notify steps use; per process, for the bound pack version (_bound_version)."""
+    return _definitions.get_or_load(("active", _bound_version(tenant)), lambda: _active_playbooks(tenant.id))
+
+
+def _bound_version(tenant: Tenant) -> tuple:
+    """The version check of the definitions cache, one index lookup (playbook_tenant_active): which
+    pack version is bound to the tenant now (binding activates a version's playbook and tool rows in
+    one transaction) and its row's last change (overrides rebind it in place)."""
+    bound = Playbook.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
+    return (tenant.id, bound, tenant.updated_at)
+
+
+def _active_playbooks(tenant_id: str) -> list[dict[str, Any]]:
     playbooks = list(
         Playbook.objects.filter(tenant_id=tenant_id, is_active=True)
         .order_by("-priority", "name")
@@ -195,11 +246,20 @@ def active_playbooks(*, tenant_id: str) -> list[dict[str, Any]]:
     return [{**p, "id": str(p["id"]), "tools": tools[p["id"]]} for p in playbooks]
 
 
-def succeeded_step_counts(*, exception_ids: list[str]) -> Counter[str]:
-    """How many playbook steps succeeded for each exception (over all its runs)."""
+def succeeded_step_counts(*, tenant_id: str, exception_ids: list[str]) -> Counter[str]:
+    """How many playbook steps succeeded for each exception (over all its runs). Two index lookups -
+    the runs by the tenant-led playbook_run_exception index, then their steps by run - rather than a
+    join: for the join the planner hashes a sequential scan of every step of every run."""
+    runs = dict(
+        PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=exception_ids).values_list(
+            "id", "exception_id"
+        )
+    )
+    if not runs:
+        return Counter()
     return Counter(
-        str(x)
-        for x in PlaybookRunStep.objects.filter(
-            run__exception_id__in=exception_ids, status=StepStatus.SUCCEEDED
-        ).values_list("run__exception_id", flat=True)
+        str(runs[run_id])
+        for run_id in PlaybookRunStep.objects.filter(
+            tenant_id=tenant_id, run_id__in=list(runs), status=StepStatus.SUCCEEDED
+        ).values_list("run_id", flat=True)
     )

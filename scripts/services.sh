@@ -4,7 +4,8 @@
 # already there (no package manager, no Maven, no restart).
 #
 #   PostgreSQL 15   127.0.0.1:5432  Debian package; `trust` for local connections, superuser postgres,
-#                                   roles sentinai (owner) + sentinai_app (RLS-bound), database sentinai
+#                                   roles sentinai (owner) + sentinai_app (RLS-bound) + sentinai_platform
+#                                   (RLS-bound, the only one that may cross tenants), database sentinai
 #   RabbitMQ        127.0.0.1:5672  Debian package; guest/guest, management plugin on 127.0.0.1:15672
 #   Redis           127.0.0.1:6379  Debian package; no persistence
 #   Apache Kafka 4  127.0.0.1:9092  Maven Central's org.apache.kafka:kafka_2.13 (version: scripts/kafka/pom.xml),
@@ -119,6 +120,10 @@ pg_start() {
       CREATE ROLE sentinai LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS; END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai_app') THEN
       CREATE ROLE sentinai_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sentinai_platform') THEN
+      CREATE ROLE sentinai_platform LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; END IF;
+    -- The owner runs migrations, whose data steps may need every tenant's rows.
+    IF NOT pg_has_role('sentinai', 'sentinai_platform', 'MEMBER') THEN GRANT sentinai_platform TO sentinai; END IF;
   END \$\$;"
   if [ -z "$(psql_admin "SELECT 1 FROM pg_database WHERE datname = 'sentinai'")" ]; then
     log "creating database sentinai"

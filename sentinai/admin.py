@@ -17,7 +17,7 @@ from sentinai.models import (
     Tenant,
     TenantAPIKey,
 )
-from sentinai.ops import deadletters, stuck
+from sentinai.ops import deadletters, lanes, stuck
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -182,3 +182,20 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def discard_selected(self, request, queryset):
         count = deadletters.discard(list(queryset))
         self.message_user(request, f"Discarded {count} dead letter(s).", messages.SUCCESS)
+
+
+DEEPEST_LANES = 8
+_index = admin.site.index
+
+
+def index_with_deepest_lanes(request, extra_context=None):
+    """The admin's overview, with the deepest lanes on top (docs/runbook.md, "Lanes")."""
+    try:
+        deepest = lanes.lane_depths_all_tenants()[:DEEPEST_LANES]
+    except Exception:  # the overview still answers while the broker does not
+        deepest = None
+    return _index(request, {**(extra_context or {}), "deepest_lanes": deepest})
+
+
+admin.site.index = index_with_deepest_lanes
+admin.site.index_template = "admin/sentinai_index.html"

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 
 
@@ -11,6 +12,7 @@ def _grant_app_role(sender, using, **kwargs):
     connection = connections[using]
     if connection.vendor == "postgresql":
         grant_app_role(connection, settings.DB_APP_ROLE)
+        grant_app_role(connection, settings.DB_PLATFORM_ROLE)
 
 
 def _database_reached(sender, connection, **kwargs):
@@ -27,6 +29,17 @@ class SentinaiConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
+        from sentinai.kernel import tracing
+
         post_migrate.connect(_grant_app_role, sender=self)
         # A new database connection is the proof that an outage is over (reported once per process).
         connection_created.connect(_database_reached, dispatch_uid="sentinai.dependencies.database")
+        # Before the WSGI handler loads its middleware (the Django instrumentation adds one).
+        tracing.configure()
+
+
+class SentinaiAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with SentinAI's admin site (titles, the operations overview)."""
+
+    default = False
+    default_site = "sentinai.admin_site.SentinaiAdminSite"

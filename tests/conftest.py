@@ -1,7 +1,9 @@
 """Test database and broker set-up, and the fixtures shared by test modules.
 
-The schema owner creates and migrates the test database; the tests and every worker subprocess run
-as the row-level-security-bound application role, exactly as in production. Integration tests run
+The schema owner creates and migrates the test database. The test process runs as the platform role
+(row-level-security-bound, and the one role that may cross tenants: the tests play operator); every
+subprocess connects as the role production gives it (tests/support/workers.py): agent workers as the
+tenant-bound application role, platform workers and relays as the platform role. Integration tests run
 real Celery workers (tests/support/workers.py) on the RabbitMQ vhost of CELERY_BROKER_URL
 (`sentinai_test` unless the environment names another, see config/settings/test.py).
 """
@@ -9,6 +11,7 @@ real Celery workers (tests/support/workers.py) on the RabbitMQ vhost of CELERY_B
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.db import connections
 
 from config import routing
@@ -31,7 +34,8 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
         with owner.cursor() as cursor:
             # Test isolation between transactional tests empties tables with TRUNCATE; production
             # never grants it (the event store is append-only).
-            cursor.execute("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO sentinai_app")
+            for role in (settings.DB_APP_ROLE, settings.DB_PLATFORM_ROLE):
+                cursor.execute(f'GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO "{role}"')
     yield test_name
     with django_db_blocker.unblock():
         for conn in connections.all():

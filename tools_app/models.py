@@ -52,9 +52,15 @@ class ToolExecution(models.Model):
     """One requested tool action. Its id is the idempotency key sent with every attempt."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    exception = models.ForeignKey(ExceptionRecord, on_delete=models.CASCADE, related_name="tool_executions")
-    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="executions", null=True, blank=True)
+    # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
+    # per inserted row. The references hold by construction - see the migration that dropped them.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    exception = models.ForeignKey(
+        ExceptionRecord, on_delete=models.CASCADE, related_name="tool_executions", db_constraint=False
+    )
+    tool = models.ForeignKey(
+        Tool, on_delete=models.PROTECT, related_name="executions", null=True, blank=True, db_constraint=False
+    )
     tool_name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.REQUESTED)
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -6,8 +6,16 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Max
+
 from sentinai.kernel.bulk import keyset_before
+from sentinai.kernel.cache import TTLCache
+from sentinai.models import Tenant
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
+
+# Tool rows the agents read every batch, per process, keyed by the bound definitions' version
+# (_bound_version: a newly bound pack version or changed overrides give new keys).
+_definitions: TTLCache[Any] = TTLCache(ttl=600.0, maxsize=20_000)
 
 FIELDS = (
     "id",
@@ -70,26 +78,51 @@ def parse_position(position: dict[str, Any]) -> dict[str, Any]:
 # --- loaders of the agents (plain data, for decisions) ------------------------------------------
 
 
-def auto_approved_tool_names(*, tenant_id: str) -> set[str]:
+def _bound_version(tenant: Tenant) -> tuple:
+    """The version check of the definitions cache, one index lookup: the tool version bound to the
+    tenant now (binding activates a pack version's rows in one transaction) and its row's last change
+    (overrides update tool rows in place)."""
+    bound = Tool.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
+    return (tenant.id, bound, tenant.updated_at)
+
+
+def auto_approved_tool_names(*, tenant: Tenant) -> set[str]:
     """The tenant's active tools that may run without a human (policy guardrail)."""
-    return set(
-        Tool.objects.filter(tenant_id=tenant_id, is_active=True, auto_approved=True).values_list("name", flat=True)
+    return _definitions.get_or_load(
+        ("auto", _bound_version(tenant)),
+        lambda: set(
+            Tool.objects.filter(tenant_id=tenant.id, is_active=True, auto_approved=True).values_list("name", flat=True)
+        ),
     )
 
 
-def failed_execution_counts(*, exception_ids: list[str]) -> Counter[str]:
-    """How many executions of each exception failed or were dead-lettered."""
+def failed_execution_counts(*, tenant_id: str, exception_ids: list[str]) -> Counter[str]:
+    """How many executions of each exception failed or were dead-lettered (by the
+    tool_execution_exception index, which the tenant leads)."""
     return Counter(
         str(x)
         for x in ToolExecution.objects.filter(
-            exception_id__in=exception_ids, status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED)
+            tenant_id=tenant_id,
+            exception_id__in=exception_ids,
+            status__in=(ExecutionStatus.FAILED, ExecutionStatus.DEAD_LETTERED),
         ).values_list("exception_id", flat=True)
     )
 
 
-def tool_run_configs(*, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """What running each tool needs: its kind, config and attempt limit."""
-    return {t["id"]: t for t in Tool.objects.filter(id__in=tool_ids).values("id", "kind", "config", "max_attempts")}
+def tool_run_configs(*, tenant: Tenant, tool_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """What running each tool needs: its kind, config and attempt limit (per process, for the bound
+    definitions' version: overrides such as a tenant's webhook URL update tool rows in place)."""
+    version = _bound_version(tenant)
+    configs = {
+        i: c
+        for i in set(tool_ids)
+        if (c := _definitions.get_or_load(("run", version, i), lambda: None, keep_none=False))
+    }
+    missing = [i for i in set(tool_ids) if i not in configs]
+    if missing:
+        for row in Tool.objects.filter(id__in=missing).values("id", "kind", "config", "max_attempts"):
+            configs[row["id"]] = _definitions.get_or_load(("run", version, row["id"]), lambda r=row: r)
+    return configs
 
 
 def execution_statuses(*, execution_ids: list[str]) -> dict[str, str]:

@@ -124,7 +124,7 @@ def tool_executions_attempt(
     wanted = {e.payload["execution_id"]: e for e in requests}
     with tenant_scope(tenant.id):
         running = _executions_start(list(wanted))
-        tools = selectors.tool_run_configs(tool_ids=[v[1] for v in running.values() if v[1]])
+        tools = selectors.tool_run_configs(tenant=tenant, tool_ids=[v[1] for v in running.values() if v[1]])
         finished = selectors.execution_statuses(execution_ids=list(set(wanted) - set(running)))
         views = exception_views(exception_ids=list({e.exception_id for e in requests}))
     allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])

@@ -21,8 +21,8 @@ class FeedbackAgent(Agent):
 
     def load(self, batch, states):
         batch.data.update(
-            steps_run=playbook_selectors.succeeded_step_counts(exception_ids=list(states)),
-            tool_failures=tool_selectors.failed_execution_counts(exception_ids=list(states)),
+            steps_run=playbook_selectors.succeeded_step_counts(tenant_id=batch.tenant_id, exception_ids=list(states)),
+            tool_failures=tool_selectors.failed_execution_counts(tenant_id=batch.tenant_id, exception_ids=list(states)),
         )
 
     def decide(self, batch, state, event):

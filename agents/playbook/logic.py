@@ -13,7 +13,6 @@ records go back to the consumer framework.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -359,7 +358,7 @@ class PlaybookAgent(Agent):
 
     def load(self, batch, states):
         batch.data[DATA] = selectors.playbook_batch_state(
-            tenant_id=batch.tenant_id, exception_ids=list(states), playbook_ids=_matched_playbooks(batch)
+            tenant=batch.tenant, exception_ids=list(states), playbook_ids=_matched_playbooks(batch)
         )
 
     def evolve(self, batch, state, decision):
@@ -379,7 +378,7 @@ class PlaybookAgent(Agent):
             return Decision()  # for a superseded or finished run: nothing to do
         if payload.position not in current.steps:
             return Decision()
-        draft = _Draft(copy.deepcopy(current), batch.now, batch.tenant_id)
+        draft = _Draft(current.copy(), batch.now, batch.tenant_id)
         if not handle(batch, state, draft, draft.run.steps[payload.position], payload):
             return Decision()
         return draft.decision()
@@ -390,7 +389,7 @@ class PlaybookAgent(Agent):
         records: list[Upsert] = []
         previous = current_run(batch, state, event.exception_id)
         if previous is not None and previous.status in ACTIVE_RUN_STATUSES:
-            superseded = _Draft(copy.deepcopy(previous), batch.now, batch.tenant_id)
+            superseded = _Draft(previous.copy(), batch.now, batch.tenant_id)
             superseded.run.status = RunStatus.SUPERSEDED
             superseded.run.finished_at = batch.now
             records.extend(superseded.records())

@@ -17,8 +17,8 @@ class PolicyAgent(Agent):
     def load(self, batch, states):
         batch.data.update(
             pack=domain.tenant_pack(batch.tenant),
-            playbooks=playbook_selectors.active_playbooks(tenant_id=batch.tenant_id),
-            auto_tools=tool_selectors.auto_approved_tool_names(tenant_id=batch.tenant_id),
+            playbooks=playbook_selectors.active_playbooks(tenant=batch.tenant),
+            auto_tools=tool_selectors.auto_approved_tool_names(tenant=batch.tenant),
         )
 
     def decide(self, batch, state, event):

@@ -25,7 +25,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 INSTALLED_APPS = [
     # sentinai first so its management commands (migrate) take precedence over Django's.
     "sentinai",
-    "django.contrib.admin",
+    "sentinai.apps.SentinaiAdminConfig",  # django.contrib.admin, with SentinAI's admin site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    # Swagger UI and ReDoc as static files of the project: /api/docs/ works with no internet access.
+    "drf_spectacular_sidecar",
     "django_filters",
     "django_celery_results",
     "pgtrigger",
@@ -44,6 +46,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, the API docs') from the application server itself: gunicorn in
+    # `make stack` and compose, with no web server in front.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -83,6 +88,10 @@ if env.str("DATABASE_OWNER_URL", default=""):
     DATABASES["owner"] = env.db("DATABASE_OWNER_URL")
 
 DB_APP_ROLE = env.str("DB_APP_ROLE", default="sentinai_app")
+# The role of the processes that work across tenants (API operator reads and admin, scheduler, SLA
+# monitor, dead-letter consumer, relays): only for it does the all-tenants scope show every tenant.
+# Agent workers connect as DB_APP_ROLE and cannot widen their scope (docs/security.md).
+DB_PLATFORM_ROLE = env.str("DB_PLATFORM_ROLE", default="sentinai_platform")
 
 
 def _tune_database(db: dict) -> None:
@@ -107,6 +116,14 @@ for _db in DATABASES.values():
     _tune_database(_db)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Admin logins (manage.py create_operator): long, not common, not numeric, not like the user's name.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # --- Cache / Redis -------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -176,6 +193,11 @@ SENTINAI = {
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
+    # Lanes (config/routing.py): each laned agent's queues <agent>.0 … <agent>.<LANES-1>, tenants spread
+    # over them by a stable hash, plus <agent>.tenant-<id> for each tenant listed in DEDICATED_LANES. Every
+    # process (API, workers, beat) must be given the same values.
+    "LANES": env.int("SENTINAI_LANES", default=4),
+    "DEDICATED_LANES": frozenset(env.list("SENTINAI_DEDICATED_LANES", default=[])),
     # Metrics carry no tenant names unless asked: SENTINAI_METRICS_TENANTS lists the tenants broken out
     # by label (the rest count under "-"); SENTINAI_METRICS_TENANT_LABELS=true labels every tenant.
     "METRICS_TENANT_LABELS": env.bool("SENTINAI_METRICS_TENANT_LABELS", default=False),
@@ -195,6 +217,9 @@ SENTINAI = {
     # Source systems publishing exceptions: {"topic": "tenant_id"} (config, not the message, names the tenant).
     "KAFKA_INGEST_TOPICS": env.json("SENTINAI_KAFKA_INGEST_TOPICS", default={}),
     "KAFKA_INGEST_GROUP": env.str("SENTINAI_KAFKA_INGEST_GROUP", default="sentinai-ingest"),
+    # seed_demo (make run, make stack) creates an admin login `operator` with a generated password kept in
+    # var/demo-operator.json. Always off under production settings.
+    "DEMO_LOGIN": env.bool("SENTINAI_DEMO_LOGIN", default=True),
 }
 
 # --- REST framework ------------------------------------------------------------------------
@@ -221,6 +246,10 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKey": []}],
+    # Served from this project's static files (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "AUTHENTICATION_WHITELIST": [],
     # Choice fields take `.values` (value == label), so the overrides name the value lists.
     "ENUM_NAME_OVERRIDES": {
@@ -260,7 +289,18 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `collectstatic` writes here (the container image does); the embedded server and `make stack` serve the
+# apps' static folders directly (WHITENOISE_USE_FINDERS), so they need no collect step.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
+try:  # WhiteNoise warns about a missing STATIC_ROOT in every process
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 
 # --- Logs and metrics ----------------------------------------------------------------------
 # JSON lines (sentinai/kernel/logs.py) on stderr, or LOG_FORMAT=plain for humans; LOG_FILE adds a file.

@@ -6,7 +6,9 @@ Any variable already set in the environment wins, so CI can point the suite else
 import os
 import tempfile
 
-os.environ.setdefault("DATABASE_URL", "postgres://sentinai_app@127.0.0.1:5432/sentinai")
+# The test process plays the operator and the platform (it reads across tenants to assert); the
+# processes it starts connect as the role production gives them (tests/support/workers.py).
+os.environ.setdefault("DATABASE_URL", "postgres://sentinai_platform@127.0.0.1:5432/sentinai")
 os.environ.setdefault("DATABASE_OWNER_URL", "postgres://sentinai@127.0.0.1:5432/sentinai")
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/sentinai_test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -5,8 +5,9 @@ of at most BATCH_SIZE events of one tenant for one queue. That is how new events
 append), retries, released parked events and replays reach an agent.
 
 Fast path: after the appending transaction commits, its outbox rows are published (one message per
-row, a batch of events of one tenant for one agent queue) with publisher confirms, and stamped
-`published_at`. The consuming agent deletes the row when it has processed the batch.
+row, a batch of events of one tenant for one agent, to that tenant's lane of the agent:
+`routing.lane_queue`) with publisher confirms, and stamped `published_at`. The consuming agent
+deletes the row when it has processed the batch.
 
 Relay (the scheduler, every tick): republishes rows the fast path never published (process crash
 between commit and publish, broker outage) and rows published but not consumed in time, whatever the
@@ -32,6 +33,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu import pools as kombu_pools
 
+from config import routing
 from config.celery import app as celery_app
 from sentinai.eventstore import message
 from sentinai.eventstore.events import Envelope
@@ -137,14 +139,15 @@ def _send_each(rows, envelopes, sent: list[int]) -> None:
             if len(events) != len(row.event_ids):
                 logger.error("outbox row %s references events that are not stored; skipping it", row.id)
                 continue
+            lane = routing.lane_queue(row.queue, row.tenant_id)
             celery_app.send_task(
                 message.task_name(row.queue),
                 args=[message.encode(tenant_id=row.tenant_id, agent=row.queue, outbox_ids=[row.id], events=events)],
                 # Celery would otherwise repr() the whole batch for monitoring.
                 argsrepr=f"<batch of {len(events)} events for {row.tenant_id}>",
                 kwargsrepr="{}",
-                queue=row.queue,
-                routing_key=row.queue,
+                queue=lane,
+                routing_key=lane,
                 producer=producer,
                 confirm_timeout=CONFIRM_TIMEOUT,
                 retry=False,

@@ -28,7 +28,7 @@ from django.db import connection, models
 from sentinai.eventstore import outbox
 from sentinai.eventstore import stream as event_stream
 from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
-from sentinai.kernel import bulk, ids
+from sentinai.kernel import bulk, ids, tracing
 from sentinai.models import ExceptionEvent, ExceptionStream
 
 
@@ -159,6 +159,7 @@ def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) 
 def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewEvent], producer: str) -> list[Envelope]:
     """Assign sequences and ordering metadata to new events (in memory, on locked streams)."""
     staged = []
+    trace_of = tracing.traceparent_for if tracing.enabled() else None
     for new in new_events:
         stream = streams.get(new.exception_id)
         if stream is None:
@@ -177,6 +178,9 @@ def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewE
             if head:
                 prev[consumer] = head
             stream.heads[consumer] = event_id
+        metadata: dict[str, Any] = {"prev": prev} if prev else {}
+        if trace_of is not None and (traceparent := trace_of(new.exception_id)):
+            metadata[tracing.TRACEPARENT] = traceparent
         staged.append(
             Envelope(
                 event_id=event_id,
@@ -188,7 +192,7 @@ def _stage(tenant_id: str, streams: dict[str, Stream], new_events: Sequence[NewE
                 producer=producer,
                 payload=payload,
                 schema_version=CATALOGUE[new.event_type].schema_version,
-                metadata={"prev": prev} if prev else {},
+                metadata=metadata,
             )
         )
     return staged
@@ -225,7 +229,8 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
 
 
 def _write_streams(streams: Iterable[Stream]) -> None:
-    """Write the new stream heads, then the projection changes (one UPDATE per set of changed fields)."""
+    """Write the new stream heads, then the projection changes (one UPDATE per set of changed fields;
+    none for changes to the value the handler loaded)."""
     heads = []
     changes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for stream in streams:
@@ -237,8 +242,12 @@ def _write_streams(streams: Iterable[Stream]) -> None:
                     "consumer_heads": stream.heads,
                 }
             )
-        if stream.changes:
-            row = {"id": stream.exception_id, **stream.changes}
+        # A change to the value the row already holds (the playbook agent setting in_progress at every
+        # step) is not written: each UPDATE of the wide, many-indexed projection row costs a new row
+        # version and, when an indexed column is set, an entry in every index.
+        changed = {k: v for k, v in stream.changes.items() if k not in stream.fields or stream.fields[k] != v}
+        if changed:
+            row = {"id": stream.exception_id, **changed}
             changes[tuple(row)].append(row)
     bulk.update(ExceptionStream, "exception_id", heads)
     for rows in changes.values():

@@ -120,6 +120,58 @@ def insert(
         return out
 
 
+def upsert(
+    model: type[models.Model], rows: Sequence[dict[str, Any]], *, unique: Sequence[str], update: Sequence[str]
+) -> None:
+    """INSERT rows, or UPDATE the `update` fields of the row whose `unique` fields (a unique
+    constraint's field names) match: one statement for the batch. Fields a row leaves out get the
+    model's Python default, as `Model(**values)` would give them (database defaults stay the
+    database's). Rows of the same key keep the last one (a later decision supersedes an earlier one),
+    which a single INSERT ... ON CONFLICT DO UPDATE requires."""
+    if not rows:
+        return
+    given = tuple(rows[0])
+    keys = [f.attname if f.attname in rows[0] else f.name for f in (model._meta.get_field(n) for n in unique)]
+    latest: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        latest[tuple(row[k] for k in keys)] = {**_defaults(model, given), **row}
+    rows = list(latest.values())
+    names = list(rows[0].keys())
+    columns = _columns(model, names)
+    table = model._meta.db_table
+    column_list = ", ".join(f'"{c}"' for c, _ in columns)
+    target = ", ".join(f'"{model._meta.get_field(n).column}"' for n in unique)
+    unique_fields = {model._meta.get_field(n).name for n in unique}
+    sets = [
+        f'"{model._meta.get_field(n).column}"' for n in update if model._meta.get_field(n).name not in unique_fields
+    ]
+    action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in sets) if sets else "DO NOTHING"
+    sql = (
+        f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM {_recordset(columns)} '
+        f"ON CONFLICT ({target}) {action}"
+    )
+    with server_cursor() as cursor:
+        cursor.execute(sql, [_encode_rows(rows, columns, names)])
+
+
+def _defaults(model: type[models.Model], given: tuple[str, ...]) -> dict[str, Any]:
+    """Python-side defaults of the concrete fields a row does not give (no auto ids, no db_default)."""
+    return {field.attname: field.get_default() for field in _defaulted_fields(model, given)}
+
+
+@functools.cache
+def _defaulted_fields(model: type[models.Model], given: tuple[str, ...]) -> list[models.Field]:
+    given_fields = {model._meta.get_field(n).name for n in given}
+    return [
+        field
+        for field in model._meta.concrete_fields
+        if field.name not in given_fields
+        and not isinstance(field, models.AutoField)
+        and field.db_default is models.NOT_PROVIDED
+        and (field.has_default() or field.null)
+    ]
+
+
 def update(model: type[models.Model], key: str, rows: Sequence[dict[str, Any]], *, touch: str | None = None) -> int:
     """UPDATE rows identified by `key` (every row has the same keys). `touch`: a timestamp field set
     to the database's now()."""

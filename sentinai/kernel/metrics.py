@@ -82,7 +82,19 @@ class LiveCollector:
         age = GaugeMetricFamily(
             "sentinai_outbox_oldest_age_seconds", "Age of the oldest unconsumed outbox batch.", labels=["queue"]
         )
-        depth = GaugeMetricFamily("sentinai_queue_depth", "Messages ready in each broker queue.", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "sentinai_queue_depth", "Messages ready in each agent's queues (all its lanes).", labels=["queue"]
+        )
+        lane_depth = GaugeMetricFamily(
+            "sentinai_lane_depth",
+            "Messages ready in each lane; dedicated lanes of tenants off the metrics allow-list sum as tenant-*.",
+            labels=["queue", "agent", "lane"],
+        )
+        tenant_backlog = GaugeMetricFamily(
+            "sentinai_tenant_backlog_events",
+            "Events owed to each agent, per tenant (allow-listed tenants; the rest sum under -).",
+            labels=["agent", "tenant"],
+        )
         stream_backlog = GaugeMetricFamily("sentinai_stream_backlog_events", "Events owed to the Kafka event stream.")
         stream_age = GaugeMetricFamily(
             "sentinai_stream_lag_seconds", "Age of the oldest event owed to the Kafka event stream."
@@ -114,19 +126,46 @@ class LiveCollector:
                 events, seconds = cursor.fetchone()
                 stream_backlog.add_metric([], int(events))
                 stream_age.add_metric([], float(seconds))
+                cursor.execute(
+                    "SELECT queue, tenant_id, sum(jsonb_array_length(event_ids)) FROM outbox GROUP BY 1, 2"
+                    if connection.vendor == "postgresql"
+                    else "SELECT queue, tenant_id, sum(json_array_length(event_ids)) FROM outbox GROUP BY 1, 2"
+                )
+                owed: dict[tuple[str, str], int] = {}
+                for queue, tenant_id, count in cursor.fetchall():
+                    key = (queue, tenant_label(tenant_id))
+                    owed[key] = owed.get(key, 0) + int(count or 0)
+                for labels, count in owed.items():
+                    tenant_backlog.add_metric(list(labels), count)
         except Exception as exc:  # a scrape reports what it can
             logger.warning("outbox gauges unavailable: %s", exc)
         try:
             from config import routing
             from config.celery import app as celery_app
 
+            totals: dict[str, int] = {}
+            lanes: dict[tuple[str, str, str], int] = {}
             with celery_app.connection_for_write() as conn:
                 channel = conn.default_channel
                 for queue in routing.work_queues():
-                    depth.add_metric([queue.name], channel.queue_declare(queue=queue.name, passive=True).message_count)
+                    ready = channel.queue_declare(queue=queue.name, passive=True).message_count
+                    agent = routing.agent_of(queue.name)
+                    totals[agent] = totals.get(agent, 0) + ready
+                    if queue.name == agent:
+                        continue
+                    lane = queue.name.split(".", 1)[1]
+                    if lane.startswith(routing.DEDICATED_PREFIX):
+                        lane = routing.DEDICATED_PREFIX + tenant_label(lane.removeprefix(routing.DEDICATED_PREFIX))
+                        lane = lane if lane != routing.DEDICATED_PREFIX + "-" else routing.DEDICATED_PREFIX + "*"
+                    key = (f"{agent}.{lane}", agent, lane)
+                    lanes[key] = lanes.get(key, 0) + ready
+            for queue_name, ready in totals.items():
+                depth.add_metric([queue_name], ready)
+            for labels, ready in lanes.items():
+                lane_depth.add_metric(list(labels), ready)
         except Exception as exc:
             logger.warning("queue depths unavailable: %s", exc)
-        yield from (backlog, age, depth, stream_backlog, stream_age)
+        yield from (backlog, age, depth, lane_depth, tenant_backlog, stream_backlog, stream_age)
 
 
 def process_registry() -> CollectorRegistry:
@@ -159,9 +198,70 @@ def _forget_dead_processes(directory: str) -> None:
             continue
 
 
+def queue_stats() -> dict[str, tuple[int, int]]:
+    """Broker queue name -> (messages ready, consumers attached) of every work queue (passive declares).
+    Read by the scrape (sentinai_queue_consumers) and the admin's operations overview."""
+    from config import routing
+    from config.celery import app as celery_app
+
+    stats = {}
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in routing.work_queues():
+            ok = channel.queue_declare(queue=queue.name, passive=True)
+            stats[queue.name] = (ok.message_count, ok.consumer_count)
+    return stats
+
+
+class ConsumersCollector:
+    """sentinai_queue_consumers{queue}: a queue nobody consumes is work that waits forever (an alert)."""
+
+    def collect(self):
+        consumers = GaugeMetricFamily(
+            "sentinai_queue_consumers", "Consumers (workers) attached to each broker work queue.", labels=["queue"]
+        )
+        try:
+            for queue, (_ready, attached) in queue_stats().items():
+                consumers.add_metric([queue], attached)
+        except Exception as exc:
+            logger.warning("queue consumers unavailable: %s", exc)
+        yield consumers
+
+
+_zeroed = False
+
+
+def _zero_series() -> None:
+    """Create the series the shipped alerts and dashboard read (monitoring/), at 0, once per process:
+    `increase()` of a series that does not exist yet is "no data", not 0, and a dead letter or an SLA
+    expiry would otherwise start its series at 1 and never show as an increase."""
+    global _zeroed
+    if _zeroed:
+        return
+    from config import routing
+
+    for agent in routing.AGENTS:
+        for counter in (FAILURES, RETRIES, DUPLICATES, PARKED):
+            counter.labels(agent)
+        DEAD_LETTERS.labels(agent, "handler")
+        DEAD_LETTERS.labels(agent, "broker")
+        BATCH_SECONDS.labels(agent)
+        EVENT_SECONDS.labels(agent)
+    for kind in ("imminent", "expired"):
+        for severity in ("critical", "high", "medium", "low"):
+            SLA_EVENTS.labels(kind, severity)
+    for limit in ("rate", "in_flight"):
+        REFUSED.labels("-", limit)
+    for outcome in ("resolved", "escalated", "invalid"):
+        END_TO_END_SECONDS.labels(outcome)
+    _zeroed = True
+
+
 def metrics_view(request):
+    _zero_series()
     live = CollectorRegistry()
     live.register(LiveCollector())
+    live.register(ConsumersCollector())
     return HttpResponse(generate_latest(process_registry()) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -43,7 +43,7 @@ from sentinai.eventstore.events import (
 
 # The message format is the event store's; re-exported for the task runner (consumer.decode, ...).
 from sentinai.eventstore.message import IncomingBatch, PoisonMessage, decode, merge  # noqa: F401
-from sentinai.kernel import bulk, ids
+from sentinai.kernel import bulk, ids, tracing
 from sentinai.kernel.logs import log_context
 from sentinai.models import DeadLetter, EventAttempt, Outbox, ParkedEvent, ProcessedEvent, delivery_key
 from sentinai.pipeline.agent import Agent, Batch, Decision, PermanentError, Update, Upsert
@@ -94,7 +94,15 @@ def handle_batch(agent: Agent, body: Any) -> Report:
 
 
 def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
-    """Process a decoded batch in one transaction (retried on deadlock)."""
+    """Process a decoded batch in one transaction (retried on deadlock); traced per exception when
+    tracing is on (sentinai/kernel/tracing.py)."""
+    if not tracing.enabled():
+        return _handle_incoming(agent, incoming)
+    with tracing.batch_spans(agent.name, incoming.tenant_id, incoming.events):
+        return _handle_incoming(agent, incoming)
+
+
+def _handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
     effects: dict[str, Any] = {}
     if type(agent).perform is not Agent.perform:
         effects = _perform(agent, incoming)
@@ -342,8 +350,11 @@ def _write(
 
 
 def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: list[Upsert]) -> None:
-    objs = [model(**r.values) for r in records]
     update_fields = [n for n in names if n not in unique and n != model._meta.pk.name]
+    if bulk.is_postgres():
+        bulk.upsert(model, [r.values for r in records], unique=unique, update=update_fields)
+        return
+    objs = [model(**r.values) for r in records]
     if update_fields:
         model.objects.bulk_create(objs, update_conflicts=True, unique_fields=list(unique), update_fields=update_fields)
     else:

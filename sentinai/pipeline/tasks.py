@@ -67,7 +67,11 @@ def _run_agent(task: Task, agent_name: str, body) -> dict:
     fetched: dict[str, list[coalesce.Fetched]] = defaultdict(list)
     batch_size = settings.SENTINAI["BATCH_SIZE"]
     if settings.SENTINAI["COALESCE"] and len(incoming.events) < batch_size // 2:
-        for item in coalesce.fetch(agent_name, task.name, max_events=batch_size - len(incoming.events)):
+        # Only from the lane this message came by: another lane's messages wait their turn.
+        lane = (task.request.delivery_info or {}).get("routing_key")
+        if lane not in routing.agent_lanes(agent_name):
+            lane = routing.lane_queue(agent_name, incoming.tenant_id)
+        for item in coalesce.fetch(lane, task.name, max_events=batch_size - len(incoming.events)):
             try:
                 if item.body is None:
                     raise consumer.PoisonMessage(item.error)

@@ -7,19 +7,48 @@ from django.db import migrations
 from sentinai.tenancy.scope import ALL_TENANTS, SCOPE_SETTING
 
 POLICY = "tenant_isolation"
+# True when the session's role is (a member of) the platform role: the only roles for which the
+# all-tenants scope means every tenant. For any other role, the application role included, '*' is
+# just a tenant id no row has, so code holding the application role cannot widen its own scope.
+CROSS_TENANT_FUNCTION = "sentinai_may_cross_tenants"
+
+
+def cross_tenant_function_sql(platform_role: str) -> str:
+    return (
+        f"CREATE OR REPLACE FUNCTION {CROSS_TENANT_FUNCTION}() RETURNS boolean LANGUAGE sql STABLE AS $$ "
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
+        f"'{platform_role}' AND pg_has_role(current_user, oid, 'USAGE')) $$"
+    )
+
+
+def _predicate(platform_only: bool = True) -> str:
+    scope = f"current_setting('{SCOPE_SETTING}', true)"
+    everyone = f"{scope} = '{ALL_TENANTS}'"
+    if platform_only:
+        # AND and OR evaluate left to right and stop early: a tenant-scoped row never calls the function.
+        everyone = f"({everyone} AND {CROSS_TENANT_FUNCTION}())"
+    return f"(tenant_id = {scope} OR {everyone})"
+
+
+def policy_sql(table: str, platform_only: bool = True) -> list[str]:
+    predicate = _predicate(platform_only)
+    return [
+        f'DROP POLICY IF EXISTS {POLICY} ON "{table}"',
+        f'CREATE POLICY {POLICY} ON "{table}" USING {predicate} WITH CHECK {predicate}',
+    ]
 
 
 def rls_sql(table: str) -> list[str]:
-    scope = f"current_setting('{SCOPE_SETTING}', true)"
-    predicate = f"(tenant_id = {scope} OR {scope} = '{ALL_TENANTS}')"
+    from django.conf import settings
+
     return [
+        cross_tenant_function_sql(settings.DB_PLATFORM_ROLE),
         f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY',
         # Forced: the schema owner is bound by the policy too (owners bypass unforced policies), so
         # no role but a superuser reads a tenant's rows outside its scope. A data migration on a
         # tenant table must therefore open a scope.
         f'ALTER TABLE "{table}" FORCE ROW LEVEL SECURITY',
-        f'DROP POLICY IF EXISTS {POLICY} ON "{table}"',
-        f'CREATE POLICY {POLICY} ON "{table}" USING {predicate} WITH CHECK {predicate}',
+        *policy_sql(table),
     ]
 
 
@@ -58,6 +87,50 @@ class EnableTenantRLS(_TableRLSOperation):
         return f"Enable tenant row-level security on {self.table}"
 
 
+class PlatformOnlyAllTenants(_TableRLSOperation):
+    """Migration operation: the table's policy honours the all-tenants scope only for the platform
+    role (before, any role could set it). Needs CrossTenantFunction first."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in policy_sql(self.table):
+                schema_editor.execute(statement)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in policy_sql(self.table, platform_only=False):
+                schema_editor.execute(statement)
+
+    def describe(self):
+        return f"All-tenants scope on {self.table} for the platform role only"
+
+
+class CrossTenantFunction(migrations.operations.base.Operation):
+    """Migration operation: the function the tenant policies call to ask whether the session's role
+    is the platform role (settings.DB_PLATFORM_ROLE at migration time)."""
+
+    reduces_to_sql = True
+    reversible = True
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        from django.conf import settings
+
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(cross_tenant_function_sql(settings.DB_PLATFORM_ROLE))
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        pass  # policies reverted by PlatformOnlyAllTenants no longer call it; keeping it is harmless
+
+    def describe(self):
+        return "The platform-role check of the tenant policies"
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [], {})
+
+
 class PostgresSQL(migrations.operations.base.Operation):
     """Migration operation: SQL that only PostgreSQL runs (storage parameters, BRIN indexes); a no-op
     on the embedded SQLite default."""
@@ -92,7 +165,8 @@ APPEND_ONLY_TABLES = ("exception_event",)
 
 
 def grant_app_role(connection, role: str) -> None:
-    """Give the (non-owner) application role DML on the schema; idempotent. Run after migrate."""
+    """Give a (non-owner) runtime role DML on the schema; idempotent. Run after migrate for the
+    application role and the platform role."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
         if cursor.fetchone() is None or role == connection.settings_dict.get("USER"):

@@ -46,9 +46,46 @@ def tenant_scope(tenant_id: str, using: str = DEFAULT_DB_ALIAS):
     return _scope(tenant_id, using)
 
 
+class CrossTenantRefused(PermissionError):
+    """The process's database role is not the platform role, so it cannot see across tenants."""
+
+
+def may_cross_tenants(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether this connection's role sees every tenant in the all-tenants scope (PostgreSQL: a
+    member of settings.DB_PLATFORM_ROLE; the tenant policies ask the same). Asked once per connection."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return True
+    known = connection.__dict__.get("_sentinai_may_cross")
+    if known is None:
+        from django.conf import settings
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_user, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s "
+                "AND pg_has_role(current_user, oid, 'USAGE'))",
+                [settings.DB_PLATFORM_ROLE],
+            )
+            user, allowed = cursor.fetchone()
+        known = connection.__dict__["_sentinai_may_cross"] = (bool(allowed), user)
+    return known[0]
+
+
+@contextmanager
 def all_tenants_scope(using: str = DEFAULT_DB_ALIAS):
-    """A transaction that sees every tenant's rows: for operators and platform processes only."""
-    return _scope(ALL_TENANTS, using)
+    """A transaction that sees every tenant's rows: for operators and platform processes only. On
+    PostgreSQL only the platform role may open it (for any other role the database would show no
+    rows); any other role gets CrossTenantRefused here rather than a silently empty answer."""
+    if not may_cross_tenants(using):
+        from django.conf import settings
+
+        user = connections[using].__dict__["_sentinai_may_cross"][1]
+        raise CrossTenantRefused(
+            f"database role {user!r} may not work across tenants: cross-tenant work runs in the platform "
+            f"processes, which connect as {settings.DB_PLATFORM_ROLE!r} (docs/security.md)"
+        )
+    with _scope(ALL_TENANTS, using):
+        yield
 
 
 def current_scope(using: str = DEFAULT_DB_ALIAS) -> str | None:

@@ -15,6 +15,7 @@ from sentinai.tenancy import admission, tenants
 from sentinai.tenancy.scope import tenant_scope
 from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 from tests.support.factories import wait_until
+from tests.support.metrics import parse as parse_metrics
 from tests.support.platform import Platform
 from tests.support.scenarios import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
 from tests.support.webhook import Webhook
@@ -324,18 +325,6 @@ def test_the_trace_links_every_event_to_its_cause_with_per_agent_timings(tenant)
         assert span["after_cause_ms"] >= 0
     assert set(trace["agents"]) >= {"intake", "triage", "policy", "playbook", "tool", "resolution", "feedback"}
     assert all(t["events"] >= 1 and t["max_ms"] <= trace["duration_ms"] for t in trace["agents"].values())
-
-
-def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, value = line.rsplit(" ", 1)
-        name, _, labels = name_labels.partition("{")
-        pairs = frozenset(tuple(p.split("=", 1)) for p in labels.rstrip("}").split(",") if p) if labels else frozenset()
-        samples[(name, frozenset((k, v.strip('"')) for k, v in pairs))] = float(value)
-    return samples
 
 
 def total(samples, name: str, **labels) -> float:

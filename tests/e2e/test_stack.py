@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -89,7 +90,7 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
             if response.status_code == 200:
                 workers = response.json()
                 consumed = [q["name"] for w in workers.values() for q in (w.get("active_queues") or [])]
-                if health and all(consumed.count(q) == 1 for q in (*routing.AGENTS, routing.SCHEDULER_QUEUE)):
+                if health and all(consumed.count(q.name) == 1 for q in routing.work_queues()):
                     break
         except httpx.HTTPError:
             pass
@@ -102,10 +103,11 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
     for name, info in workers.items():
         for queue in info.get("active_queues") or []:
             by_queue.setdefault(queue["name"], []).append(name)
-    for queue in (*routing.AGENTS, routing.SCHEDULER_QUEUE):
-        assert len(by_queue.get(queue, [])) == 1, (queue, by_queue)
-        (worker,) = by_queue[queue]
-        assert worker.startswith(f"{queue}@"), worker
+    # Each agent's worker (`-Q <agent>`) consumes all of the agent's lanes, and no other worker does.
+    for queue in routing.work_queues():
+        assert len(by_queue.get(queue.name, [])) == 1, (queue.name, by_queue)
+        (worker,) = by_queue[queue.name]
+        assert worker.startswith(f"{routing.agent_of(queue.name)}@"), worker
     assert routing.DEAD_LETTER_QUEUE not in by_queue, "no Celery worker consumes the DLQ"
     # The stack used the database and the vhost it was given, and nothing else.
     with psycopg.connect(f"postgres://sentinai@127.0.0.1:5432/{DB}") as conn:
@@ -113,10 +115,51 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
     queues = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "-p", VHOST, "name"], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert set(routing.AGENTS) <= set(queues), queues
+    assert {q.name for q in routing.work_queues()} <= set(queues), queues
     text = log.read_text()  # supervisord's own log: each process it started and kept up
     for process in ("web", "beat", "dlq", "flower", "stream", *routing.AGENTS, routing.SCHEDULER_QUEUE):
         assert f"success: {process} entered RUNNING state" in text, process
+    _assert_each_process_holds_its_database_role(log.parent / "var")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _assert_each_process_holds_its_database_role(var_dir: Path) -> None:
+    """What `ps e` shows: no running process holds the schema owner's URL (only the migrate step
+    had it); the cross-tenant processes hold the platform role, the agent workers the application role."""
+    roles: dict[str, set[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = _environ(int(entry.name))
+            if environ.get("SENTINAI_VAR_DIR") != str(var_dir):
+                continue  # not a process of this stack
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ProcessLookupError):
+            continue
+        if cmdline.startswith(("make ", "/bin/sh -c env -u DATABASE_OWNER_URL")):
+            continue  # make and its recipe's shell: the user gave them the owner's URL for the migrate step
+        assert "DATABASE_OWNER_URL" not in environ, cmdline
+        if "DATABASE_URL" not in environ or cmdline.startswith("/bin/sh -c"):
+            continue  # a shell that sets the variable for the command it runs (exec'd under supervisord)
+        role = environ["DATABASE_URL"].split("//", 1)[1].split("@", 1)[0].split(":", 1)[0]
+        if "gunicorn" in cmdline:
+            roles.setdefault("web", set()).add(role)
+        elif "consume_dead_letters" in cmdline:
+            roles.setdefault("dlq", set()).add(role)
+        elif "relay_event_stream" in cmdline:
+            roles.setdefault("stream", set()).add(role)
+        elif " worker " in cmdline and " -Q " in cmdline:
+            queue = cmdline.split(" -Q ", 1)[1].split()[0]
+            roles.setdefault(queue, set()).add(role)
+    for name in ("web", "dlq", "stream", *routing.PLATFORM_QUEUES):
+        assert roles.get(name) == {"sentinai_platform"}, (name, roles)
+    for queue in set(routing.AGENTS) - set(routing.PLATFORM_QUEUES):
+        assert roles.get(queue) == {"sentinai_app"}, (queue, roles)
 
 
 def test_an_exception_ingested_on_the_stack_appears_on_its_tenants_kafka_topic_in_order(stack):

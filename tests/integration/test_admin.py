@@ -132,3 +132,14 @@ def test_the_exception_page_shows_its_trace(operator):
     append("acme", exception_id, "TriageRequested", {"exception_type": "x"})
     page = operator.get(f"/admin/exceptions_app/exceptionrecord/{exception_id}/change/").content.decode()
     assert "<b>TriageRequested</b>" in page
+
+
+def test_the_overview_shows_the_deepest_lanes(operator):
+    tenant_create_or_update(tenant_id="acme", domain_pack="finance")
+    (exception_id,) = make_exceptions("acme", 1)
+    append("acme", exception_id, "TriageRequested", {"exception_type": "x"})
+    page = operator.get("/admin/").content.decode()
+    assert "Deepest lanes" in page
+    # acme's batch waits in its lane (no worker runs here): the deepest, first of the table.
+    rows = page.split('id="deepest-lanes"', 1)[1].split("</table>", 1)[0]
+    assert rows.split("<td>", 1)[1].startswith("triage.2</td><td>1</td>"), rows

@@ -61,13 +61,16 @@ def append_many(exception_ids, kind="x") -> list:
         )
 
 
-def publish_body(queue: str, body: dict) -> None:
-    celery_app.send_task(message.task_name(queue), args=[body], queue=queue, routing_key=queue)
+def publish_body(agent: str, body: dict) -> None:
+    """Publish a message body to TENANT's lane of the agent, as the outbox would."""
+    lane = routing.lane_queue(agent, TENANT)
+    celery_app.send_task(message.task_name(agent), args=[body], queue=lane, routing_key=lane)
 
 
-def consumers(queue: str) -> int:
+def consumers(agent: str) -> int:
+    """Consumers of TENANT's lane of the agent."""
     with celery_app.connection_for_write() as conn:
-        return conn.default_channel.queue_declare(queue=queue, passive=True).consumer_count
+        return conn.default_channel.queue_declare(queue=routing.lane_queue(agent, TENANT), passive=True).consumer_count
 
 
 def duplicates() -> float:
@@ -257,7 +260,7 @@ def test_an_undecodable_message_ends_in_the_dlq_is_recorded_and_does_not_block_t
         producer.publish(
             b"{this is not json",
             exchange=routing.EXCHANGE.name,
-            routing_key="triage",
+            routing_key=routing.lane_queue("triage", TENANT),
             content_type="application/json",
             content_encoding="utf-8",
             headers={"id": "poison-1", "task": "agents.triage.handle_batch"},
@@ -318,7 +321,8 @@ def test_the_relay_re_offers_batches_a_broker_lost(tenant, log_dir, settings):
     with tenant_scope(TENANT):
         assert Outbox.objects.get().published_at is not None
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("triage")
+        for lane in routing.agent_lanes("triage"):
+            conn.default_channel.queue_purge(lane)
     settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 0}
     assert outbox.relay_all_tenants() == 1
     with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):

@@ -2,6 +2,7 @@ import hashlib
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from sentinai.models import Tenant, TenantAPIKey
@@ -92,5 +93,9 @@ def test_seed_demo_is_idempotent(tmp_path, settings):
         ["read", "operate"],
         ["ingest", "read", "approve"],
     ]
-    for line in first.splitlines():
+    *keys, login = first.splitlines()
+    for line in keys:
         assert TenantAPIKey.objects.is_valid(line.split()[-1])
+    # The demo admin login, kept across runs like the keys.
+    assert login.startswith("admin login") and login.split()[-3:-1] == ["operator", "/"]
+    assert User.objects.get(username="operator").check_password(login.split()[-1])

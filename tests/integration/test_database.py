@@ -2,6 +2,7 @@
 
 import uuid
 
+import psycopg
 import pytest
 from django.apps import apps
 from django.db import DatabaseError, connection, connections, transaction
@@ -143,3 +144,86 @@ def test_the_schema_owner_is_bound_by_row_level_security_too():
             "WHERE p.policyname = 'tenant_isolation' AND NOT c.relforcerowsecurity"
         )
         assert cursor.fetchone() == (0,)  # every table with a tenant policy forces it
+
+
+def _as_application_role():
+    """A connection of the tenant-bound application role, as an agent worker holds."""
+    from django.conf import settings
+
+    db = connection.settings_dict
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"], user=settings.DB_APP_ROLE)
+
+
+def test_the_application_role_cannot_widen_its_own_scope_to_every_tenant():
+    make_tenant("acme")
+    make_tenant("globex")
+    make_exceptions("acme", 2)
+    make_exceptions("globex", 3)
+    with all_tenants_scope():  # the platform role (the test process's) sees both tenants
+        assert ExceptionRecord.objects.count() == 5
+    with _as_application_role() as app, app.cursor() as cursor:
+        cursor.execute("SELECT set_config('sentinai.tenant_id', '*', false)")
+        cursor.execute("SELECT count(*) FROM exception")
+        assert cursor.fetchone() == (0,)  # '*' is no tenant for it: nothing
+        cursor.execute("SELECT count(*) FROM exception_event")
+        assert cursor.fetchone() == (0,)
+        cursor.execute("SELECT set_config('sentinai.tenant_id', 'globex', false)")
+        cursor.execute("SELECT count(*), min(tenant_id), max(tenant_id) FROM exception")
+        assert cursor.fetchone() == (3, "globex", "globex")
+        cursor.execute("SELECT set_config('sentinai.tenant_id', '*', false)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # nor write as every tenant
+            cursor.execute(
+                "INSERT INTO exception_stream (exception_id, tenant_id, last_sequence, consumer_heads) "
+                "VALUES (%s, 'acme', 0, '{}')",
+                [uuid.uuid4()],
+            )
+
+
+def test_a_process_holding_the_application_role_is_refused_the_all_tenants_scope_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.host import ROOT
+    from tests.support.workers import service_env
+
+    script = (
+        "import django; django.setup()\n"
+        "from sentinai.tenancy.scope import CrossTenantRefused, all_tenants_scope\n"
+        "try:\n"
+        "    with all_tenants_scope(): print('OPENED')\n"
+        "except CrossTenantRefused as exc: print('REFUSED', exc)\n"
+    )
+    for platform, expected in ((False, "REFUSED database role 'sentinai_app'"), (True, "OPENED")):
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=service_env(platform=platform),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.startswith(expected), result.stdout + result.stderr
+
+
+def test_a_projection_change_to_the_value_the_row_holds_is_not_written():
+    from sentinai.eventstore import store
+
+    make_tenant("acme")
+    (exception_id,) = make_exceptions("acme", 1)
+
+    def write(status: str) -> None:
+        with tenant_scope("acme"), transaction.atomic():
+            streams = store.lock_streams("acme", [exception_id], ("status",))
+            streams[exception_id].changes["status"] = status
+            store.append(tenant_id="acme", events=[], producer="playbook", streams=streams)
+
+    def row_version() -> tuple:
+        with tenant_scope("acme"), connection.cursor() as cursor:
+            cursor.execute("SELECT xmin::text, status FROM exception WHERE id = %s", [exception_id])
+            return cursor.fetchone()
+
+    before = row_version()
+    write(before[1])  # the playbook agent setting in_progress again, at its next step
+    assert row_version() == before
+    write("in_progress")
+    assert row_version()[1] == "in_progress" and row_version()[0] != before[0]

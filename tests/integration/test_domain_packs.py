@@ -74,3 +74,36 @@ def test_create_tenant_uses_a_shipped_pack_by_name_and_refuses_an_unknown_one():
     from sentinai.models import Tenant
 
     assert not Tenant.objects.filter(pk="stars").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_agents_read_definitions_from_a_per_process_cache_that_follows_the_bound_version(
+    tmp_path, django_assert_num_queries
+):
+    from playbooks_app.selectors import active_playbooks, playbook_definitions
+    from tools_app.selectors import auto_approved_tool_names
+
+    tenant, _ = tenant_create_or_update(tenant_id="acme", domain_pack="finance")
+    with tenant_scope("acme"):
+        first = active_playbooks(tenant=tenant)
+        auto_approved_tool_names(tenant=tenant)
+        settlement = next(p for p in first if p["name"] == "settlement_retry")
+        playbook_definitions(tenant_id="acme", playbook_ids=[settlement["id"]])
+        # Every batch after the first reads only the version checks, no definition rows.
+        with django_assert_num_queries(2):
+            assert active_playbooks(tenant=tenant) == first
+            assert "retry_settlement" in auto_approved_tool_names(tenant=tenant)
+        with django_assert_num_queries(0):  # a playbook version never changes
+            steps, versions = playbook_definitions(tenant_id="acme", playbook_ids=[settlement["id"]])
+        assert [s.name for s in steps[settlement["id"]].values()][:2] == ["check_counterparty", "desk_approval"]
+        assert versions == {settlement["id"]: 1}
+
+    # A new pack version is bound to the tenant: the next batch sees its playbooks at once, even
+    # with the tenant row its process cached before.
+    changed = (ROOT / "domain_packs" / "finance.yaml").read_text().replace("settlements-desk", "another-desk")
+    edited = tmp_path / "finance.yaml"
+    edited.write_text(changed.replace("version: 1", "version: 2", 1))
+    call_command("load_domain_pack", str(edited))
+    with tenant_scope("acme"):
+        assert {p["version"] for p in active_playbooks(tenant=tenant)} == {2}
+        assert {p["id"] for p in active_playbooks(tenant=tenant)}.isdisjoint({p["id"] for p in first})

@@ -28,7 +28,7 @@ class Relay:
 
     def __init__(self, tmp_path, template: str, name: str = "relay", **env):
         self.log_path = tmp_path / f"{name}.log"
-        self.env = service_env(SENTINAI_KAFKA_TOPIC_TEMPLATE=template, **env)
+        self.env = service_env(platform=True, SENTINAI_KAFKA_TOPIC_TEMPLATE=template, **env)
         self.proc = None
 
     def __enter__(self) -> Relay:

@@ -15,3 +15,16 @@ def counter(name: str, **labels: str) -> float:
     shared by the whole session."""
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "workers' samples are only visible in multiprocess mode"
     return process_registry().get_sample_value(name, labels) or 0.0
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """A /metrics response as {(name, frozenset of (label, value)): value}."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name, _, labels = name_labels.partition("{")
+        pairs = frozenset(tuple(p.split("=", 1)) for p in labels.rstrip("}").split(",") if p) if labels else frozenset()
+        samples[(name, frozenset((k, v.strip('"')) for k, v in pairs))] = float(value)
+    return samples

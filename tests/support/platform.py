@@ -1,5 +1,6 @@
-"""The production topology in miniature for end-to-end tests: a worker on every agent queue and the
-scheduler's queue, and celery beat, as subprocesses on the test database and vhost."""
+"""The production topology in miniature for end-to-end tests: a worker on the agent queues (as the
+tenant-bound application role), one on the platform queues (SLA monitor, scheduler: the platform
+role), and celery beat, as subprocesses on the test database and vhost."""
 
 from __future__ import annotations
 
@@ -22,21 +23,69 @@ FAST_SCHEDULE = {
 
 
 class Platform:
-    def __init__(self, log_dir: Path, env: dict | None = None):
+    """By default one worker (4 threads) consumes every agent queue and one the platform queues. `per_agent=True` runs the Procfile's
+    topology instead: one worker per agent queue (`-Q <agent>`, i.e. all the agent's lanes; 2
+    processes each, the tool agent 4 threads) and the scheduler's; `exclude` is passed to each as `-X`, and
+    `extra` workers (e.g. a tenant's own, on its dedicated lanes) start with them."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        env: dict | None = None,
+        *,
+        per_agent: bool = False,
+        exclude: tuple[str, ...] = (),
+        extra: tuple[tuple[str, list[str]], ...] = (),
+    ):
         self.env = {**FAST_SCHEDULE, **(env or {})}
-        self.worker = WorkerProcess(
-            [*routing.AGENTS, routing.SCHEDULER_QUEUE],
-            name="all",
-            pool="threads",
-            concurrency=4,
-            log_dir=log_dir,
-            env=self.env,
-        )
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if per_agent:
+            self.workers = [
+                WorkerProcess(
+                    [queue],
+                    name=queue,
+                    pool="threads" if queue == "tool" else "prefork",
+                    concurrency=4 if queue == "tool" else 2,
+                    log_dir=log_dir,
+                    env=self.env,
+                    exclude=exclude,
+                )
+                for queue in (*routing.AGENTS, routing.SCHEDULER_QUEUE)
+            ]
+        else:
+            # The agents' worker holds the tenant-bound application role, the platform queues'
+            # worker the platform role (tests/support/workers.py), as in production.
+            self.workers = [
+                WorkerProcess(
+                    [q for q in routing.AGENTS if q not in routing.PLATFORM_QUEUES],
+                    name="agents",
+                    pool="threads",
+                    concurrency=4,
+                    log_dir=log_dir,
+                    env=self.env,
+                ),
+                WorkerProcess(
+                    list(routing.PLATFORM_QUEUES),
+                    name="platform",
+                    pool="threads",
+                    concurrency=2,
+                    log_dir=log_dir,
+                    env=self.env,
+                ),
+            ]
+        self.workers += [
+            WorkerProcess(queues, name=name, pool="threads", concurrency=4, log_dir=log_dir, env=self.env)
+            for name, queues in extra
+        ]
+        self.worker = self.workers[0]
         self.log_dir = log_dir
         self.beat: subprocess.Popen | None = None
 
     def start(self) -> Platform:
-        self.worker.start()
+        for worker in self.workers:
+            worker.launch()
+        for worker in self.workers:
+            worker.wait_ready(120)
         log = (self.log_dir / "beat.log").open("w")
         self.beat = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "beat", "-s", str(self.log_dir / "beat-schedule"), "--max-interval", "1"],
@@ -51,10 +100,11 @@ class Platform:
         if self.beat is not None and self.beat.poll() is None:
             self.beat.terminate()
             self.beat.wait(timeout=20)
-        self.worker.stop()
+        for worker in self.workers:
+            worker.stop()
 
     def logs(self) -> str:
-        return self.worker.log() + (self.log_dir / "beat.log").read_text()
+        return "".join(worker.log() for worker in self.workers) + (self.log_dir / "beat.log").read_text()
 
     def __enter__(self) -> Platform:
         return self.start()

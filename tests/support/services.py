@@ -4,7 +4,7 @@ touches the shared services of scripts/services.sh, the rest of the suite or ano
 
 - PostgreSQL: a cluster made with initdb, run as the `postgres` OS user, trust authentication on
   loopback, with the project's roles (`sentinai` owns the schema, `sentinai_app` is bound by row-level
-  security) and database `sentinai`.
+  security, `sentinai_platform` crosses tenants) and database `sentinai`.
 - RabbitMQ: a node of its own (RABBITMQ_NODENAME, node and distribution ports, Mnesia and log
   directories, config without the management plugin), run as root with its own Erlang cookie (HOME).
 - Redis: redis-server without persistence.
@@ -70,9 +70,13 @@ class PrivatePostgres:
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
                 )
             self._up()
+            # As scripts/services.sh makes them: the owner, the tenant-bound application role, and the
+            # platform role of the processes that cross tenants (the owner is a member, for migrations).
             self.psql(
                 "CREATE ROLE sentinai LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS; "
-                "CREATE ROLE sentinai_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB;"
+                "CREATE ROLE sentinai_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; "
+                "CREATE ROLE sentinai_platform LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB; "
+                "GRANT sentinai_platform TO sentinai;"
             )
             self.psql("CREATE DATABASE sentinai OWNER sentinai")
         else:

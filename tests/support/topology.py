@@ -71,6 +71,8 @@ class Topology:
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings.local",
                 "DATABASE_URL": self.postgres.url(),
+                # The Procfile's cross-tenant processes connect as the platform role (as make stack).
+                "PLATFORM_DATABASE_URL": self.postgres.url("sentinai_platform"),
                 "CELERY_BROKER_URL": self.rabbit.url(),
                 "REDIS_URL": self.redis.url(),
                 # The event stream goes to the shared Kafka (not faulted here), on topics of this run alone.

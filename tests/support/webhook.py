@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Webhook:
     def __init__(self, slow_seconds: float = 3.0):
         self.requests: list[dict] = []
+        self.seen: Counter[tuple[str | None, str]] = Counter()
         self.slow_seconds = slow_seconds
         self.lock = threading.Lock()
         hook = self
@@ -24,7 +26,8 @@ class Webhook:
                 body = json.loads(self.rfile.read(length) or b"null")
                 key = self.headers.get("Idempotency-Key")
                 with hook.lock:
-                    seen = sum(1 for r in hook.requests if r["key"] == key and r["path"] == self.path)
+                    seen = hook.seen[(key, self.path)]
+                    hook.seen[(key, self.path)] += 1
                     hook.requests.append(
                         {
                             "path": self.path,

@@ -13,18 +13,22 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
+from config import routing
 from tests.support.host import ROOT
 
 
-def service_env(**extra: str) -> dict[str, str]:
-    """Environment for a subprocess of the platform that uses the test database and broker."""
+def service_env(*, platform: bool = False, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess of the platform that uses the test database and broker. It
+    connects as the application role (tenant-bound, as agent workers do in production), or with
+    `platform` as the platform role (cross-tenant work: scheduler, SLA monitor, relays)."""
     db = connections["default"].settings_dict
     owner = connections["owner"].settings_dict
+    role = settings.DB_PLATFORM_ROLE if platform else settings.DB_APP_ROLE
     env = dict(os.environ)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "DATABASE_URL": f"postgres://{role}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "DATABASE_OWNER_URL": f"postgres://{owner['USER']}@{owner['HOST']}:{owner['PORT']}/{db['NAME']}",
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "REDIS_URL": settings.REDIS_URL,
@@ -38,8 +42,11 @@ def service_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`celery -A config worker -Q <queues>` as a child process."""
 
-    def __init__(self, queues, *, name="test", pool="solo", concurrency=1, log_dir: Path, agents=None, env=None):
+    def __init__(
+        self, queues, *, name="test", pool="solo", concurrency=1, log_dir: Path, agents=None, env=None, exclude=()
+    ):
         self.queues = list(queues)
+        self.exclude = list(exclude)
         self.name = name
         self.pool = pool
         self.concurrency = concurrency
@@ -47,17 +54,27 @@ class WorkerProcess:
         extra = dict(env or {})
         if agents:
             extra["SENTINAI_AGENT_IMPLEMENTATIONS"] = json.dumps(agents)
-        self.env = service_env(**extra)
+        # As in production: a worker on a platform queue works across tenants, an agent worker cannot.
+        self.env = service_env(platform=bool(set(self.queues) & set(routing.PLATFORM_QUEUES)), **extra)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> WorkerProcess:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the process without waiting for it (several workers start faster side by side)."""
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
             "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-P", self.pool, "-c", str(self.concurrency),
             "--without-mingle", "--without-gossip", "-l", "INFO",
         ]  # fmt: skip
+        if self.exclude:
+            cmd += ["-X", ",".join(self.exclude)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -125,3 +125,17 @@ def test_supervisord_runs_each_procfile_command_as_is_through_the_shell():
     assert supervision.shell_command("celery -A config worker -n intake@%h") == (
         "/bin/sh -c 'exec celery -A config worker -n intake@%%h'"
     )
+
+
+def test_cross_tenant_processes_hold_the_platform_role_and_agent_workers_the_application_role():
+    def role(name: str) -> str:
+        return SERVICES[name]["environment"]["DATABASE_URL"].split("//")[1].split(":")[0]
+
+    platform = {"web", "dlq", "stream", *routing.PLATFORM_QUEUES}
+    for name in platform:
+        assert role(name) == "sentinai_platform", name
+    for name in set(routing.AGENTS) - platform:
+        assert role(name) == "sentinai_app", name
+    postgres = SERVICES["postgres"]["environment"]
+    assert postgres["POSTGRES_USER"] == "postgres", "the schema owner is not the image's superuser"
+    assert "NOSUPERUSER" in (Path(__file__).resolve().parents[2] / "scripts/postgres-init.sh").read_text()

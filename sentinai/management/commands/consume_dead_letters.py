@@ -51,8 +51,11 @@ def handle_message(message) -> None:
         if deaths and isinstance(deaths[0], dict)
         else (message.delivery_info or {}).get("routing_key", "")
     )
+    # A lane (`triage.2`, `triage.tenant-acme`) is recorded as its agent: the dead letter's consumer, and a
+    # metrics label that must not carry a tenant's name. x-death in the headers keeps the lane.
+    agent = routing.agent_of(queue) if queue else ""
     # A database error propagates before the ack: the message stays in the queue for the next attempt.
-    record_broker_dead_letter(message_id=message_id, queue=queue or "", body=message.body, headers=headers)
+    record_broker_dead_letter(message_id=message_id, queue=agent, body=message.body, headers=headers)
     dependencies.up("database")
     message.ack()
     logger.warning("recorded dead-lettered message %s from queue %s", message_id, queue)

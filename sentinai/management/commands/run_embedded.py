@@ -33,6 +33,13 @@ class Command(BaseCommand):
             self.stdout.write("Demo API keys (Authorization: Bearer <key>):")
             for label, key in json.loads(keys_path.read_text()).items():
                 self.stdout.write(f"  {label:28} {key}")
+        login_path = settings.VAR_DIR / "demo-operator.json"
+        if settings.SENTINAI.get("DEMO_LOGIN") and login_path.exists():
+            login = json.loads(login_path.read_text())
+            self.stdout.write(
+                f"Admin: {url}/admin/  user {login['username']}  password {login['password']}\n"
+                f"  (the demo login of `make run`; real operators: manage.py create_operator NAME)"
+            )
         self.stdout.write("Press Ctrl-C to stop.")
         self.stdout.flush()
         platform.serve()

@@ -1,10 +1,14 @@
-"""Demo tenants and keys for the embedded default. Idempotent: the keys are created once and kept in
-var/demo-keys.json (readable by the owner only) so that `make run` can show them on every start."""
+"""Demo tenants, keys and an admin login for the embedded default. Idempotent: the keys and the login's
+password are created once and kept in var/demo-keys.json and var/demo-operator.json (readable by the
+owner only) so that `make run` can show them on every start. Never under production settings: the demo
+login is refused there (SENTINAI_DEMO_LOGIN)."""
 
 import json
 import os
+import secrets
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from sentinai.models import Tenant, TenantAPIKey
@@ -15,10 +19,37 @@ DEMO_TENANTS = (
     ("medi-claims", "Medi Claims Inc. (demo)", "healthcare"),
 )
 OPERATOR_TENANT = "acme-finance"
+DEMO_OPERATOR = "operator"
 
 
 def keys_file():
     return settings.VAR_DIR / "demo-keys.json"
+
+
+def operator_file():
+    return settings.VAR_DIR / "demo-operator.json"
+
+
+def demo_operator_login() -> dict | None:
+    """The demo admin login {"username", "password"}: created on first use, kept in var/. None where
+    demo logins are off (production settings)."""
+    if not settings.SENTINAI.get("DEMO_LOGIN", False):
+        return None
+    path = operator_file()
+    login = json.loads(path.read_text()) if path.exists() else None
+    users = get_user_model()
+    user = users.objects.filter(username=DEMO_OPERATOR).first()
+    if login and user is not None and user.check_password(login["password"]):
+        return login
+    login = {"username": DEMO_OPERATOR, "password": secrets.token_urlsafe(12)}
+    user = user or users(username=DEMO_OPERATOR, email="operator@example.invalid")
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(login["password"])
+    user.save()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(login))
+    os.chmod(path, 0o600)
+    return login
 
 
 class Command(BaseCommand):
@@ -52,3 +83,6 @@ class Command(BaseCommand):
             os.chmod(path, 0o600)
         for label, key in keys.items():
             self.stdout.write(f"{label:28} {key}")
+        login = demo_operator_login()
+        if login:
+            self.stdout.write(f"{'admin login':28} {login['username']} / {login['password']}")

@@ -749,9 +749,10 @@ def test_load_asks_the_selector_for_the_batch_exceptions_and_the_matched_playboo
     monkeypatch.setattr(logic.selectors, "playbook_batch_state", lambda **kwargs: calls.append(kwargs) or data)
     tool, _, _ = _waiting_on_each_kind()
     events = [matched(), tool_completed(tool, 1)]
-    batch = Batch(agent="playbook", tenant_id=TENANT, tenant=None, now=NOW, events=events)
+    tenant = object()  # the batch's tenant row, handed on for the selector's definitions cache
+    batch = Batch(agent="playbook", tenant_id=TENANT, tenant=tenant, now=NOW, events=events)
 
     AGENT.load(batch, {EXCEPTION: exception_state()})
 
-    assert calls == [{"tenant_id": TENANT, "exception_ids": [EXCEPTION], "playbook_ids": {PLAYBOOK}}]
+    assert calls == [{"tenant": tenant, "exception_ids": [EXCEPTION], "playbook_ids": {PLAYBOOK}}]
     assert batch.data[logic.DATA] is data

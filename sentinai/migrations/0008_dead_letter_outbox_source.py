@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sentinai", "0006_dead_letter_replayed_by"),
+        ("sentinai", "0007_platform_role_all_tenants"),
     ]
 
     operations = [

@@ -1,0 +1,17 @@
+"""The all-tenants scope shows every tenant to the platform role only (issue 11): code holding the
+application role can no longer widen its own scope by setting it."""
+
+from django.db import migrations
+
+from sentinai.tenancy.rls import PlatformOnlyAllTenants
+
+
+class Migration(migrations.Migration):
+    dependencies = [("playbooks_app", "0005_force_row_level_security"), ("sentinai", "0007_platform_role_all_tenants")]
+
+    operations = [
+        PlatformOnlyAllTenants("playbook"),
+        PlatformOnlyAllTenants("playbook_run"),
+        PlatformOnlyAllTenants("playbook_run_step"),
+        PlatformOnlyAllTenants("playbook_step"),
+    ]
