@@ -83,8 +83,8 @@ def test_with_the_broker_down_ingest_still_answers_202_and_the_outbox_holds_the_
         outbox.reset_broker_pools()
 
 
-def test_with_redis_down_admission_fails_open_with_a_metric_and_one_log_line(monkeypatch, caplog):
-    party = tenant_with_key("acme", rate_per_second=1.0, burst=2, max_in_flight=1000)
+def test_with_redis_down_admission_fails_open_with_a_metric_and_one_log_line(monkeypatch, caplog, purge_broker):
+    party = tenant_with_key("acme", rate_per_second=0.05, burst=2, max_in_flight=1000)
     monkeypatch.setattr(admission, "backend", lambda: admission.RedisAdmission("redis://127.0.0.1:1/0"))
     monkeypatch.setattr(admission, "_retry_redis_at", 0.0)
     monkeypatch.setattr(admission, "_fallback", admission.LocalAdmission())
@@ -98,7 +98,7 @@ def test_with_redis_down_admission_fails_open_with_a_metric_and_one_log_line(mon
     assert len(lines) == 1 and "fails open" in lines[0], lines
 
 
-def test_with_redis_down_the_in_flight_cap_is_not_enforced_and_releases_never_fail(monkeypatch):
+def test_with_redis_down_the_in_flight_cap_is_not_enforced_and_releases_never_fail(monkeypatch, purge_broker):
     party = tenant_with_key("acme", max_in_flight=1)
     monkeypatch.setattr(admission, "backend", lambda: admission.RedisAdmission("redis://127.0.0.1:1/0"))
     monkeypatch.setattr(admission, "_retry_redis_at", 0.0)

@@ -61,7 +61,8 @@ def test_only_the_one_shot_migrate_service_holds_the_schema_owners_credentials()
 # --- make stack (the Procfile under supervisord) and docker-compose: the same processes ------------
 
 ROOT = Path(__file__).resolve().parents[2]
-INFRASTRUCTURE = {"postgres", "rabbitmq", "redis", "kafka", "migrate"}
+# Services of the infrastructure and monitoring, not processes of the platform (no Procfile line).
+INFRASTRUCTURE = {"postgres", "rabbitmq", "redis", "kafka", "migrate", "prometheus", "grafana"}
 
 
 def _supervision():
