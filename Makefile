@@ -21,7 +21,7 @@ PLATFORM_DATABASE_URL   ?= $(subst //sentinai_app,//sentinai_platform,$(DATABASE
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
 	@echo "make test   - the test suite against real PostgreSQL, RabbitMQ, Redis and Kafka (installed if missing)"
-	@echo "make stack  - production topology on local services: gunicorn, a worker per agent queue, beat, Flower"
+	@echo "make stack  - production topology on local services under supervisord: gunicorn, a worker per agent queue, beat, Flower"
 	@echo "make services | services-stop - install/start the local services, stop those it started"
 	@echo "make bench - the real pipeline behind the HTTP API; bench-framework - pass-through agents"
 	@echo "make lint | format | migrate | clean"
@@ -82,7 +82,10 @@ stack: $(VENV)/.runtime
 	@mkdir -p $(VAR_DIR) && rm -rf $(VAR_DIR)/prometheus
 	$(STACK_ENV) $(BIN)/python manage.py migrate --noinput -v 0
 	$(RUNTIME_ENV) $(BIN)/python manage.py seed_demo
-	$(RUNTIME_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile
+	@mkdir -p $(VAR_DIR)/run $(VAR_DIR)/log
+	$(BIN)/python scripts/supervision.py render --procfile Procfile --var-dir $(VAR_DIR) > $(VAR_DIR)/supervisord.conf
+	@echo "supervisord: each process logs to $(VAR_DIR)/log/<name>.log; $(BIN)/supervisorctl -c $(VAR_DIR)/supervisord.conf status"
+	$(RUNTIME_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/supervisord -c $(VAR_DIR)/supervisord.conf
 
 bench: bench-pipeline
 

@@ -57,6 +57,8 @@ def _configure(app: Celery) -> None:
         worker_consumer="sentinai.pipeline.worker:Consumer",
         worker_hijack_root_logger=False,
         beat_schedule=_beat_schedule(settings),
+        # Reports broker outages once (sentinai.dependencies) rather than a traceback per task and tick.
+        beat_scheduler="sentinai.pipeline.beat:Scheduler",
         # Keep Django's DB connection across tasks (the fixup would otherwise close it around
         # every task); health is checked by CONN_HEALTH_CHECKS and on errors.
         CELERY_DB_REUSE_MAX=1_000_000,

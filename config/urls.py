@@ -6,7 +6,7 @@ from exceptions_app import api as exceptions_api
 from playbooks_app import api as playbooks_api
 from sentinai.api import deadletters as dead_letters_api
 from sentinai.api.metrics import MetricsView
-from sentinai.api.problems import api_not_found, api_server_error
+from sentinai.api.problems import api_not_found, api_server_error, database_outage
 from sentinai.ops.health import health
 from tools_app import api as tools_api
 
@@ -103,7 +103,8 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
-    if request.path.startswith("/api/"):
+    """Problem documents under /api/ and /metrics; a database outage is a 503 + Retry-After anywhere."""
+    if request.path.startswith(("/api/", "/metrics")) or database_outage():
         return api_server_error(request)
     from django.views.defaults import server_error as django_server_error
 

@@ -15,15 +15,25 @@ def _grant_app_role(sender, using, **kwargs):
         grant_app_role(connection, settings.DB_PLATFORM_ROLE)
 
 
+def _database_reached(sender, connection, **kwargs):
+    from sentinai.kernel import dependencies
+
+    dependencies.up("database")
+
+
 class SentinaiConfig(AppConfig):
     name = "sentinai"
     verbose_name = "SentinAI platform"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         from sentinai.kernel import tracing
 
         post_migrate.connect(_grant_app_role, sender=self)
+        # A new database connection is the proof that an outage is over (reported once per process).
+        connection_created.connect(_database_reached, dispatch_uid="sentinai.dependencies.database")
         # Before the WSGI handler loads its middleware (the Django instrumentation adds one).
         tracing.configure()
 

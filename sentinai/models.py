@@ -309,12 +309,14 @@ class ParkedEvent(models.Model):
 
 
 class DeadLetter(models.Model):
-    """Work that could not be done: an event that failed its last attempt (source=handler), or a
-    message the broker dead-lettered (source=broker: undecodable, or it kept killing workers)."""
+    """Work that could not be done: an event that failed its last attempt (source=handler), a
+    message the broker dead-lettered (source=broker: undecodable, or it kept killing workers), or an
+    outbox batch whose events cannot be loaded (source=outbox: it could never be sent)."""
 
     class Source(models.TextChoices):
         HANDLER = "handler"
         BROKER = "broker"
+        OUTBOX = "outbox"
 
     class Status(models.TextChoices):
         OPEN = "open"

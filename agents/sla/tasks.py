@@ -1,8 +1,8 @@
 from config.celery import app
-from sentinai.pipeline.tasks import AgentTask
+from sentinai.pipeline.tasks import PeriodicTask
 
 
-@app.task(base=AgentTask, name="agents.sla.scan")
+@app.task(base=PeriodicTask, name="agents.sla.scan")
 def scan() -> dict:
     """Announce SLAImminent / SLAExpired for open exceptions that reached them, and fire the timers of
     playbook `wait` steps (all tenants)."""

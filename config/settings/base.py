@@ -169,8 +169,10 @@ SENTINAI = {
     "BATCH_SIZE": env.int("SENTINAI_BATCH_SIZE", default=500),
     # Outbox rows older than this that were never published are republished by the relay.
     "OUTBOX_GRACE_SECONDS": env.float("SENTINAI_OUTBOX_GRACE_SECONDS", default=5.0),
-    # Published but unconsumed outbox rows older than this are republished (lost by a broker).
-    "OUTBOX_REDELIVER_SECONDS": env.float("SENTINAI_OUTBOX_REDELIVER_SECONDS", default=300.0),
+    # A published outbox row not consumed this long after its send is sent again (a broker lost it, or it
+    # waits in a backlog: consumers apply it once), whatever its queue holds; each later re-send waits
+    # twice as long as the one before (at most 32x).
+    "OUTBOX_REDELIVER_SECONDS": env.float("SENTINAI_OUTBOX_REDELIVER_SECONDS", default=120.0),
     # How often the scheduler relays the outbox and re-offers due retries and parked events.
     "SCHEDULER_TICK_SECONDS": env.float("SENTINAI_SCHEDULER_TICK_SECONDS", default=1.0),
     "SLA_SCAN_SECONDS": env.float("SENTINAI_SLA_SCAN_SECONDS", default=5.0),

@@ -75,8 +75,34 @@ def problem_response(status_code: int, kind: str, detail: str, headers: dict | N
     return response
 
 
+# What a client is told to wait before retrying a request refused by an outage of a dependency.
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
+def outage_response(exc: BaseException) -> Response | None:
+    """503 + Retry-After when `exc` says the database is unreachable (never a 500: the request is
+    sound, the platform will answer it again in seconds)."""
+    from sentinai.kernel import dependencies
+
+    if not isinstance(exc, dependencies.database_errors()):
+        return None
+    if dependencies.is_database_outage(exc):
+        dependencies.down("database", exc, consequence="the API answers 503 with Retry-After")
+    else:  # a deadlock or a timeout of this request's statements: worth a retry too, and worth a line
+        logger.warning("database error, answering 503: %s", exc)
+    return problem_response(
+        503,
+        "database-unavailable",
+        "The database is unreachable right now; nothing was stored. Retry after the delay given.",
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def exception_handler(exc, context):
     """DRF exception handler: every API error is a problem document."""
+    outage = outage_response(exc)
+    if outage is not None:
+        return outage
     if isinstance(exc, RequestDataTooBig):
         return problem_response(413, "payload-too-large", "The request body is larger than this endpoint accepts.")
     response = drf_exception_handler(exc, context)
@@ -100,7 +126,33 @@ def api_not_found(request, exception=None):
     return JsonResponse(problem_body(404, "not-found", "No such resource."), status=404, content_type=CONTENT_TYPE)
 
 
+def database_outage() -> bool:
+    """Whether the exception being handled (Django's 500 handler) says the database is unreachable."""
+    import sys
+
+    from sentinai.kernel import dependencies
+
+    exc = sys.exc_info()[1]
+    return exc is not None and isinstance(exc, dependencies.database_errors())
+
+
 def api_server_error(request):
+    import sys
+
+    from sentinai.kernel import dependencies
+
+    exc = sys.exc_info()[1]
+    if database_outage():
+        # Raised outside a DRF view (middleware, authentication of the admin...): still an outage.
+        dependencies.down("database", exc, consequence="the API answers 503 with Retry-After")
+        return JsonResponse(
+            problem_body(
+                503, "database-unavailable", "The database is unreachable right now. Retry after the delay given."
+            ),
+            status=503,
+            content_type=CONTENT_TYPE,
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
+        )
     return JsonResponse(
         problem_body(500, "internal-error", "The server failed to handle the request; it has been logged."),
         status=500,

@@ -10,8 +10,10 @@ row, a batch of events of one tenant for one agent, to that tenant's lane of the
 deletes the row when it has processed the batch.
 
 Relay (the scheduler, every tick): republishes rows the fast path never published (process crash
-between commit and publish, broker outage) and rows published long ago but never consumed whose
-queue is empty (lost by the broker: a purged queue, a restarted in-process broker).
+between commit and publish, broker outage) and rows published but not consumed in time, whatever the
+depth of their queue (lost by the broker: a purged queue, a restarted in-process broker), each later
+re-send waiting twice as long as the one before (bounded). A row whose events cannot be loaded is
+dead-lettered (source "outbox") instead of being skipped at every tick.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu import pools as kombu_pools
-from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config import routing
 from config.celery import app as celery_app
@@ -184,9 +185,17 @@ def publish_after_commit(rows: Sequence[OutboxRow], envelopes: dict[str, Envelop
                 found = _missing_envelopes(rows, envelopes)
         sent = _send(rows, found)
     except Exception as exc:
+        from sentinai.kernel import dependencies
+
         _paused_until = time.monotonic() + FAST_PATH_PAUSE_SECONDS
-        logger.warning("fast-path publish failed, the relay will publish %d outbox rows: %s", len(rows), exc)
+        if isinstance(exc, dependencies.broker_errors()):
+            dependencies.down("broker", exc, consequence="events wait in the outbox; the relay publishes them")
+        else:
+            logger.warning("fast-path publish failed, the relay will publish %d outbox rows: %s", len(rows), exc)
         return
+    from sentinai.kernel import dependencies
+
+    dependencies.up("broker")
     metrics.PUBLISHED.labels("fast").inc(len(sent))
     try:
         with tenant_scope(tenant_id):
@@ -195,52 +204,88 @@ def publish_after_commit(rows: Sequence[OutboxRow], envelopes: dict[str, Envelop
         logger.warning("could not stamp outbox rows %s as published: %s", sent, exc)
 
 
-def _queue_depth(queue: str) -> int | None:
-    try:
-        with celery_app.connection_for_write() as conn:
-            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-    except Exception:
-        return None
+# A published row not consumed after OUTBOX_REDELIVER_SECONDS is sent again, then after twice that,
+# four times... up to this many doublings: the wait between re-sends is bounded.
+REDELIVER_MAX_DOUBLINGS = 5
+
+
+def _due(now) -> Q:
+    """Rows owed a (re-)send now: never published and older than the grace period, or published
+    `publish_count` times and not consumed for OUTBOX_REDELIVER_SECONDS * 2^(publish_count - 1)
+    (capped). Whatever the depth of the queue: a batch waiting in a long backlog is sent twice
+    (its consumer applies it once), but a batch the broker lost is never left waiting for the
+    backlog to drain."""
+    cfg = settings.SENTINAI
+    due = Q(published_at__isnull=True, created_at__lt=now - timedelta(seconds=cfg["OUTBOX_GRACE_SECONDS"]))
+    base = cfg["OUTBOX_REDELIVER_SECONDS"]
+    for doublings in range(REDELIVER_MAX_DOUBLINGS):
+        due |= Q(publish_count=doublings + 1, published_at__lt=now - timedelta(seconds=base * 2**doublings))
+    due |= Q(
+        publish_count__gt=REDELIVER_MAX_DOUBLINGS,
+        published_at__lt=now - timedelta(seconds=base * 2**REDELIVER_MAX_DOUBLINGS),
+    )
+    # A row stamped published with a count of 0 (written by an older release) is due after the base.
+    due |= Q(publish_count=0, published_at__lt=now - timedelta(seconds=base))
+    return due
+
+
+def _dead_letter_unloadable(rows: Sequence[OutboxRow], envelopes: dict[str, Envelope]) -> list[OutboxRow]:
+    """Rows referencing events that cannot be loaded can never be sent: each becomes a dead letter
+    (source "outbox", with the missing ids as its reason) and leaves the outbox. Returns the others."""
+    from sentinai.models import DeadLetter
+
+    sendable = []
+    for row in rows:
+        missing = [i for i in row.event_ids if i not in envelopes]
+        if not missing:
+            sendable.append(row)
+            continue
+        reason = (
+            f"outbox row {row.id} for {row.queue}: {len(missing)} of its {len(row.event_ids)} events cannot be "
+            f"loaded from the event store (not stored): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+        DeadLetter.objects.update_or_create(
+            source=DeadLetter.Source.OUTBOX,
+            message_id=f"outbox:{row.id}",
+            defaults={
+                "tenant_id": row.tenant_id,
+                "consumer": row.queue,
+                "event_ids": list(row.event_ids),
+                "error": reason,
+                "status": DeadLetter.Status.OPEN,
+            },
+        )
+        Outbox.objects.filter(id=row.id).delete()
+        metrics.DEAD_LETTERS.labels(row.queue, "outbox").inc()
+        logger.error("dead-lettered %s", reason)
+    return sendable
 
 
 def relay_all_tenants(limit: int = 500) -> int:
-    """Republish outbox rows the fast path missed, and rows a broker lost. Returns rows sent."""
-    cfg = settings.SENTINAI
+    """Republish outbox rows the fast path missed and rows not consumed in time (a broker lost them,
+    or they wait in a backlog: consumers are idempotent), by the row's age and send count; dead-letter
+    rows whose events cannot be loaded. Returns rows sent."""
+    from sentinai.kernel import dependencies
+
     now = timezone.now()
-    unpublished_before = now - timedelta(seconds=cfg["OUTBOX_GRACE_SECONDS"])
-    published_before = now - timedelta(seconds=cfg["OUTBOX_REDELIVER_SECONDS"])
     with all_tenants_scope():
-        candidates = list(
-            Outbox.objects.select_for_update(skip_locked=True)
-            .filter(
-                Q(published_at__isnull=True, created_at__lt=unpublished_before) | Q(published_at__lt=published_before)
-            )
-            .order_by("id")[:limit]
-        )
+        candidates = list(Outbox.objects.select_for_update(skip_locked=True).filter(_due(now)).order_by("id")[:limit])
         if not candidates:
             return 0
-        # A published, unconsumed row whose lane still holds messages is most likely waiting in
-        # that backlog; only an empty lane proves the broker lost it (or that it was left in a queue
-        # no worker consumes any more: a pre-lanes agent queue, a removed lane).
-        depth: dict[str, int | None] = {}
-        rows = []
-        for row in candidates:
-            if row.published_at is not None:
-                lane = routing.lane_queue(row.queue, row.tenant_id)
-                if lane not in depth:
-                    depth[lane] = _queue_depth(lane)
-                if depth[lane]:
-                    continue
-            rows.append(OutboxRow.of(row))
+        rows = [OutboxRow.of(row) for row in candidates]
+        envelopes = _missing_envelopes(rows, {})
+        rows = _dead_letter_unloadable(rows, envelopes)
         if not rows:
             return 0
-        envelopes = _missing_envelopes(rows, {})
         try:
             sent = _send(rows, envelopes)
-        except (BrokerOperationalError, OSError, ConnectionError) as exc:
-            logger.warning("relay could not reach the broker (%d rows wait in the outbox): %s", len(rows), exc)
+        except dependencies.broker_errors() as exc:
+            dependencies.down(
+                "broker", exc, consequence="the outbox keeps what is owed; the relay sends it once it is back"
+            )
             Outbox.objects.filter(id__in=[r.id for r in rows]).update(last_error=str(exc)[:500])
             return 0
+        dependencies.up("broker")
         _mark_published(sent)
         if sent:
             metrics.PUBLISHED.labels("relay").inc(len(sent))

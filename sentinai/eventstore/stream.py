@@ -232,7 +232,10 @@ def relay_round(producer, topics: Topics, limit: int | None = None) -> RoundResu
                 raise
             # Nothing was deleted: the shard's rows are sent again next round; librdkafka reconnects
             # by itself.
-            logger.warning("stream shard %d waits: %s", shard, exc)
+            from sentinai.kernel import dependencies
+
+            if not dependencies.is_down("kafka"):  # during an outage, one line (run_relay) is enough
+                logger.warning("stream shard %d waits: %s", shard, exc)
             waited = True
     result = RoundResult(sent)
     result.waited = waited
@@ -243,17 +246,20 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
     """The relay process: rounds until told to stop. Reconnects to the database by itself; Kafka's
     client reconnects on its own, and while Kafka is down rounds back off (rows only wait)."""
     from confluent_kafka import KafkaException
-    from django.db import OperationalError, close_old_connections
+    from django.db import close_old_connections, connections
+
+    from sentinai.kernel import dependencies
 
     producer, topics = new_producer(), Topics()
     backoff, down = 0.5, False
     while not should_stop():
         try:
             sent = relay_round(producer, topics)
-        except OperationalError as exc:
-            if not down:
-                logger.warning("stream relay: database unreachable, retrying: %s", exc)
-                down = True
+        except dependencies.database_errors() as exc:
+            dependencies.down("database", exc, consequence="the stream relay retries with backoff")
+            down = True
+            for conn in connections.all(initialized_only=True):
+                conn.close()
             close_old_connections()
             time.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
@@ -263,12 +269,15 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
             producer = new_producer()
             continue
         if down:
-            logger.info("stream relay: database reachable again")
+            dependencies.up("database")
             down = False
         if sent.waited and not sent:
+            dependencies.down("kafka", "the cluster did not answer", consequence="events wait in the stream outbox")
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
         else:
+            if sent:
+                dependencies.up("kafka")
             backoff = 0.5
             if not sent:
                 time.sleep(idle_seconds)

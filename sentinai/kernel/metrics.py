@@ -46,6 +46,11 @@ END_TO_END_SECONDS = Histogram(
 )
 SLA_EVENTS = Counter("sentinai_sla_events_total", "SLA events announced.", ["kind", "severity"])
 REFUSED = Counter("sentinai_admission_refused_total", "Requests refused with 429.", ["tenant", "limit"])
+ADMISSION_DEGRADED = Counter(
+    "sentinai_admission_degraded_total",
+    "Admission decisions taken without Redis (rate: per-process bucket; in_flight: not enforced).",
+    ["limit"],
+)
 PUBLISHED = Counter("sentinai_outbox_published_total", "Outbox batches published.", ["path"])
 STREAM_PUBLISHED = Counter("sentinai_stream_events_published_total", "Events Kafka acknowledged on the event stream.")
 STREAM_FAILURES = Counter(
@@ -169,9 +174,28 @@ def process_registry() -> CollectorRegistry:
         return REGISTRY
     from prometheus_client import multiprocess
 
+    _forget_dead_processes(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged)
     return merged
+
+
+def _forget_dead_processes(directory: str) -> None:
+    """Live gauges (sentinai_dependency_up) of processes that are gone - a SIGKILLed worker, a
+    gunicorn worker its master replaced - must not count: fold them away before merging. Every
+    writer of the directory runs on this host, so a pid that does not answer is dead."""
+    from pathlib import Path
+
+    from prometheus_client import multiprocess
+
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except (ValueError, PermissionError):
+            continue
 
 
 def queue_stats() -> dict[str, tuple[int, int]]:

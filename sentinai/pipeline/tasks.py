@@ -14,7 +14,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from config import routing
 from config.celery import app
 from sentinai.eventstore.events import SUBSCRIPTIONS
-from sentinai.kernel import metrics
+from sentinai.kernel import dependencies, metrics
 from sentinai.kernel.logs import log_context
 from sentinai.pipeline import coalesce, consumer, scheduler
 from sentinai.pipeline.registry import get_agent
@@ -154,7 +154,10 @@ def _handle_with_database_patience(agent, batch: consumer.IncomingBatch) -> cons
             if time.monotonic() - started + delay > budget:
                 logger.error("%s: database unavailable for %.0fs, requeueing the batch: %s", agent.name, budget, exc)
                 raise Reject(str(exc), requeue=True) from exc
-            logger.warning("%s: database error, retrying in %.1fs: %s", agent.name, delay, exc)
+            if dependencies.is_database_outage(exc):  # one line per outage, not per attempt
+                dependencies.down("database", exc, consequence=f"{agent.name} keeps its batch and retries")
+            else:
+                logger.warning("%s: database error, retrying in %.1fs: %s", agent.name, delay, exc)
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
             close_old_connections()
@@ -194,13 +197,32 @@ def _dead_letter_poison(task: Task, agent_name: str, body, exc: Exception, messa
     )
 
 
-@app.task(base=AgentTask, name="sentinai.scheduler.tick")
+class PeriodicTask(AgentTask):
+    """Base of beat's periodic tasks: a run that meets a database or broker outage is skipped (the next
+    tick does the work) rather than failed, which would reject the message to the dead-letter queue."""
+
+    def __call__(self, *args, **kwargs):
+        from sentinai.kernel import dependencies
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except dependencies.database_errors() as exc:
+            for conn in connections.all(initialized_only=True):
+                conn.close()
+            dependencies.down("database", exc, consequence="periodic work (relay, retries, SLA) waits for it")
+            return {"skipped": "database unreachable"}
+        except dependencies.broker_errors() as exc:
+            dependencies.down("broker", exc, consequence="periodic work waits for it")
+            return {"skipped": "broker unreachable"}
+
+
+@app.task(base=PeriodicTask, name="sentinai.scheduler.tick")
 def tick() -> dict:
     """Relay the outbox, re-offer due retries and stale parked events (all tenants)."""
     return scheduler.tick_all_tenants()
 
 
-@app.task(base=AgentTask, name="sentinai.scheduler.reconcile_admission")
+@app.task(base=PeriodicTask, name="sentinai.scheduler.reconcile_admission")
 def reconcile_admission() -> dict[str, int]:
     """Re-count each tenant's open exceptions for admission control (corrects drift)."""
     return admission.reconcile_all_tenants()

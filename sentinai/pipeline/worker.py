@@ -41,6 +41,27 @@ class Consumer(CeleryConsumer):
             if step != "celery.worker.consumer.delayed_delivery:DelayedDelivery"
         ]
 
+    def on_connection_error_after_connected(self, exc):
+        from sentinai.kernel import dependencies
+
+        dependencies.down(
+            "broker", exc, consequence="the worker reconnects; unacknowledged batches return to their queue"
+        )
+        super().on_connection_error_after_connected(exc)
+
+    def on_connection_error_before_connected(self, exc):
+        from sentinai.kernel import dependencies
+
+        dependencies.down("broker", exc, consequence="the worker keeps trying to connect")
+        super().on_connection_error_before_connected(exc)
+
+    def connect(self):
+        conn = super().connect()  # retries until the broker answers (broker_connection_max_retries=None)
+        from sentinai.kernel import dependencies
+
+        dependencies.up("broker")
+        return conn
+
     def on_decode_error(self, message, exc):
         """Celery acks a message it cannot decode, which would lose it without a trace. Reject it
         without requeue instead: the queue's dead-letter exchange moves it to the `dead_letter`

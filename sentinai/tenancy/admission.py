@@ -6,6 +6,16 @@ shares it; without REDIS_URL (the embedded default, one process) it lives in pro
 refused by either limit persisted nothing; the caller answers 429 with Retry-After and the limit's name.
 The in-flight count is raised when exceptions are admitted, lowered when agents close them, and
 re-counted from the database by the scheduler (see reconcile_all_tenants), which corrects any drift.
+
+While Redis is unreachable both limits fail open rather than refuse work the platform can do (the
+database, not Redis, holds what was accepted), each with a log line per outage (sentinai.dependencies)
+and a count in `sentinai_admission_degraded_total{limit}`:
+- `rate`: each API process enforces the tenant's rate and burst on its own, in memory (the cluster-wide
+  rate is then at most the number of API processes times the tenant's rate);
+- `in_flight`: not enforced; the scheduler's reconciliation re-counts open exceptions from the database
+  once Redis answers again, so the cap holds again within ADMISSION_RECONCILE_SECONDS.
+Releasing in-flight room never fails a request or a batch: a release lost in the outage is corrected by
+the same reconciliation.
 """
 
 from __future__ import annotations
@@ -55,8 +65,14 @@ return {'ok', '0'}
 class RedisAdmission:
     def __init__(self, url: str):
         import redis
+        from redis.backoff import ConstantBackoff
+        from redis.retry import Retry
 
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # One quick retry (a connection the server closed), not redis-py's default of seconds of
+        # backoff: a request must not wait on a Redis that is down (see the fail-open rule above).
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=1, retry=Retry(ConstantBackoff(0.05), 1)
+        )
         self.script = self.client.register_script(_ADMIT)
 
     @staticmethod
@@ -129,6 +145,54 @@ def backend() -> RedisAdmission | LocalAdmission:
     return RedisAdmission(settings.REDIS_URL) if settings.REDIS_URL else LocalAdmission()
 
 
+_fallback = LocalAdmission()
+_retry_redis_at = 0.0
+_CONSEQUENCE = "admission control fails open: per-process rate limits, in-flight cap unenforced until it is back"
+
+
+def _redis_down(exc: BaseException) -> None:
+    from sentinai.kernel import dependencies
+
+    dependencies.down("redis", exc, consequence=_CONSEQUENCE)
+
+
+def _redis_up() -> None:
+    from sentinai.kernel import dependencies
+
+    dependencies.up("redis")
+
+
+def _degraded_verdict(tenant: Tenant, count: int) -> tuple[str, float]:
+    from sentinai.kernel import metrics
+
+    metrics.ADMISSION_DEGRADED.labels("rate").inc()
+    metrics.ADMISSION_DEGRADED.labels("in_flight").inc()
+    verdict, value = _fallback.admit(tenant, count)
+    if verdict == "in_flight":  # the local count means nothing: only the rate is enforced here
+        verdict, value = "ok", 0.0
+    _fallback.set_in_flight(tenant.id, 0)
+    return verdict, value
+
+
+def _backend_admit(tenant: Tenant, count: int) -> tuple[str, float]:
+    chosen = backend()
+    if isinstance(chosen, LocalAdmission):
+        return chosen.admit(tenant, count)
+    from sentinai.kernel import dependencies
+
+    global _retry_redis_at
+    if time.monotonic() < _retry_redis_at:  # known down: ask again at most once a second
+        return _degraded_verdict(tenant, count)
+    try:
+        verdict = chosen.admit(tenant, count)
+    except dependencies.redis_errors() as exc:
+        _retry_redis_at = time.monotonic() + 1.0
+        _redis_down(exc)
+        return _degraded_verdict(tenant, count)
+    _redis_up()
+    return verdict
+
+
 def admit(tenant: Tenant, count: int) -> Refusal | None:
     """Take `count` exceptions' worth of tokens and in-flight room, or say which limit refuses."""
     if count <= 0:
@@ -139,7 +203,7 @@ def admit(tenant: Tenant, count: int) -> Refusal | None:
             1.0,
             f"{count} exceptions in one request exceed the tenant's burst of {tenant.burst}; send smaller batches",
         )
-    verdict, value = backend().admit(tenant, count)
+    verdict, value = _backend_admit(tenant, count)
     if verdict == "ok":
         return None
     if verdict == "in_flight":
@@ -159,8 +223,14 @@ def retry_after_header(refusal: Refusal) -> str:
 
 def release(tenant_id: str, count: int) -> None:
     """Exceptions left flight (closed, or admitted but not stored after all)."""
-    if count > 0:
+    if count <= 0:
+        return
+    from sentinai.kernel import dependencies
+
+    try:
         backend().release(tenant_id, count)
+    except dependencies.redis_errors() as exc:
+        _redis_down(exc)
 
 
 # Counts of open (in-flight) exceptions per tenant, all tenants at once: registered by the app that
@@ -181,7 +251,15 @@ def reconcile_all_tenants() -> dict[str, int]:
     tight), never longer."""
     if _open_counts is None:
         raise RuntimeError("no open-exception counter registered (is exceptions_app installed?)")
+    from sentinai.kernel import dependencies
+
     counts = _open_counts()
-    for tenant_id in Tenant.objects.values_list("id", flat=True):
-        backend().set_in_flight(tenant_id, counts.get(tenant_id, 0))
+    try:
+        for tenant_id in Tenant.objects.values_list("id", flat=True):
+            backend().set_in_flight(tenant_id, counts.get(tenant_id, 0))
+    except dependencies.redis_errors() as exc:
+        _redis_down(exc)
+        return counts
+    if not isinstance(backend(), LocalAdmission):
+        _redis_up()
     return counts

@@ -1,6 +1,7 @@
-"""`make stack`: the production topology on the local services - gunicorn, a Celery worker per agent
-queue, the scheduler's worker, beat, the dead-letter consumer and Flower - and Flower lists one worker
-consuming each agent queue."""
+"""`make stack`: the production topology on the local services under supervisord - gunicorn, a Celery
+worker per agent queue, the scheduler's worker, beat, the dead-letter consumer and Flower - and Flower
+lists one worker consuming each agent queue; after kill -9 of any one of its processes, the stack
+answers GET /api/health with 200 again within 30 s."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def stack(tmp_path_factory):
     )
     log = tmp_path / "stack.log"
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "stack"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        ["make", "--no-print-directory", "stack"], cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -115,9 +116,9 @@ def test_make_stack_starts_everything_and_flower_lists_one_worker_per_agent_queu
         ["rabbitmqctl", "-q", "list_queues", "-p", VHOST, "name"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert {q.name for q in routing.work_queues()} <= set(queues), queues
-    text = log.read_text()
-    for process in ("web", "beat", "dlq", "flower", "stream"):
-        assert f"{process}." in text or f"{process} " in text, process
+    text = log.read_text()  # supervisord's own log: each process it started and kept up
+    for process in ("web", "beat", "dlq", "flower", "stream", *routing.AGENTS, routing.SCHEDULER_QUEUE):
+        assert f"success: {process} entered RUNNING state" in text, process
     _assert_each_process_holds_its_database_role(log.parent / "var")
 
 
@@ -144,7 +145,7 @@ def _assert_each_process_holds_its_database_role(var_dir: Path) -> None:
             continue  # make and its recipe's shell: the user gave them the owner's URL for the migrate step
         assert "DATABASE_OWNER_URL" not in environ, cmdline
         if "DATABASE_URL" not in environ or cmdline.startswith("/bin/sh -c"):
-            continue  # honcho's shell of a Procfile line sets the variable for the command it runs
+            continue  # a shell that sets the variable for the command it runs (exec'd under supervisord)
         role = environ["DATABASE_URL"].split("//", 1)[1].split("@", 1)[0].split(":", 1)[0]
         if "gunicorn" in cmdline:
             roles.setdefault("web", set()).add(role)
@@ -207,3 +208,48 @@ def test_an_exception_ingested_on_the_stack_appears_on_its_tenants_kafka_topic_i
     types = [e["event_type"] for e in events]
     assert types[0] == "ExceptionIngested" and "ExceptionResolved" in types and "FeedbackCaptured" in types, types
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+
+
+def supervised(log) -> dict[str, tuple[str, int]]:
+    """supervisorctl status of the stack: name -> (state, pid)."""
+    conf = log.parent / "var" / "supervisord.conf"
+    out = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(conf), "status"], capture_output=True, text=True
+    ).stdout
+    status = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else 0
+            status[parts[0]] = (parts[1], pid)
+    return status
+
+
+def test_after_kill_9_of_any_single_process_the_stack_restarts_it_and_health_answers_200_within_30s(stack):
+    port, _, proc, log = stack
+    processes = [
+        *(line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines() if line[:1].isalpha())
+    ]
+
+    def healthy():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def all_running():
+        status = supervised(log)
+        return all(status.get(p, ("?",))[0] == "RUNNING" for p in processes) and status
+
+    wait_until(lambda: healthy() and all_running(), 240, interval=1, message="the stack to run every process")
+    for name in processes:
+        _, pid = supervised(log)[name]
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(
+            lambda name=name, pid=pid: healthy() and supervised(log)[name][0] == "RUNNING" and supervised(log)[name][1] != pid,
+            30, interval=0.5, message=f"{name} to be restarted and health to answer 200 after kill -9",
+        )  # fmt: skip
+        assert time.monotonic() - killed < 30, name
+        assert proc.poll() is None, f"make stack stopped after kill -9 of {name}"
+    assert all_running()

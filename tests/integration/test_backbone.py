@@ -16,6 +16,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
 
@@ -287,32 +288,28 @@ def test_an_undecodable_message_ends_in_the_dlq_is_recorded_and_does_not_block_t
     assert malformed.tenant_id == TENANT and "nonsense" in malformed.body
 
 
+def test_a_periodic_tick_that_expired_in_its_queue_is_not_recorded_as_a_dead_letter(tenant, log_dir):
+    with celery_app.connection_for_write() as conn:
+        routing.declare_topology(conn)
+        Producer(conn.default_channel).publish(
+            [[], {}, {}], exchange=routing.EXCHANGE.name, routing_key=routing.SCHEDULER_QUEUE, serializer="json",
+            headers={"id": "tick-1", "task": "sentinai.scheduler.tick", "celery_beat_task": True}, expiration=0.05,
+        )  # fmt: skip
+    # No scheduler worker runs: the broker expires the tick and dead-letters it (reason "expired").
+    wait_until(lambda: queue_depth(routing.SCHEDULER_QUEUE) == 0, 30, message="the tick to expire")
+    wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 1, 30, message="the tick to be dead-lettered")
+    publish_body("triage", {"not": "a batch"})  # a real poison message, which is recorded
+    with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS):
+        wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 2, 30, message="the poison message")
+    call_command("consume_dead_letters", "--once", stdout=StringIO())
+    with all_tenants_scope():
+        assert list(DeadLetter.objects.values_list("consumer", flat=True)) == ["triage"]
+    assert queue_depth(routing.DEAD_LETTER_QUEUE) == 0
+
+
 # --- broker outage -------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_appends_commit_while_rabbitmq_is_down_and_everything_is_processed_once_it_is_back(tenant, log_dir):
-    ids = make_exceptions(TENANT, 30)
-    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS):
-        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True)
-        try:
-            started = time.monotonic()
-            for i in ids:
-                append(TENANT, i, "TriageRequested", {"exception_type": "x"})
-            assert time.monotonic() - started < 15, "appends must not wait on the broker"
-            assert count(Outbox, published_at__isnull=True) == 30
-            assert outbox.relay_all_tenants() == 0
-        finally:
-            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True)
-            subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True)
-
-        def relayed_and_done():
-            scheduler.tick_all_tenants()
-            return count(ProcessedEvent, consumer="policy") == 30
-
-        wait_until(relayed_and_done, 90, interval=1)
-    assert all(applied(i) == [1] for i in ids)
-    assert count(Outbox) == 0
+# A RabbitMQ restart with busy workers, HTTP ingest running and beat's relay is tests/e2e/test_faults.py,
+# on a private broker (restarting the shared one here would disturb every other test and engineer).
 
 
 # --- a broker that loses messages ----------------------------------------------------------------
@@ -333,12 +330,52 @@ def test_the_relay_re_offers_batches_a_broker_lost(tenant, log_dir, settings):
     assert all(applied(i) == [1] for i in ids)
 
 
-def test_the_relay_leaves_published_batches_alone_while_their_queue_still_holds_messages(tenant, settings):
+def queue_depth(queue: str) -> int:
+    with celery_app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def test_the_relay_re_sends_by_age_and_send_count_whatever_the_queue_holds(tenant, settings):
     ids = make_exceptions(TENANT, 2)
     append_many(ids[:1])
-    append_many(ids[1:])
-    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 0}
+    append_many(ids[1:])  # two batches published, both waiting in the queue: no worker runs
+    assert queue_depth("triage") == 2
+    settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 60}
+    long_ago = timezone.now() - timedelta(seconds=61)
+    with tenant_scope(TENANT):
+        first, second = Outbox.objects.order_by("id")
+        Outbox.objects.filter(pk=first.pk).update(published_at=long_ago, publish_count=1)
+        # Sent three times already: the next re-send waits 4 x 60 s.
+        Outbox.objects.filter(pk=second.pk).update(published_at=long_ago, publish_count=3)
+    assert outbox.relay_all_tenants() == 1, "a full queue must not hold back a batch owed for 61 s"
+    assert outbox.relay_all_tenants() == 0, "the re-sent batch waits 2 x 60 s before the next re-send"
+    with tenant_scope(TENANT):
+        assert Outbox.objects.get(pk=first.pk).publish_count == 2
+        Outbox.objects.filter(pk=second.pk).update(published_at=timezone.now() - timedelta(seconds=241))
+    assert outbox.relay_all_tenants() == 1
+    assert queue_depth("triage") == 4
+    with tenant_scope(TENANT):
+        assert Outbox.objects.get(pk=second.pk).publish_count == 4
+
+
+def test_an_outbox_row_whose_events_cannot_be_loaded_is_dead_lettered_with_its_reason(tenant, caplog):
+    ghost = str(uuid.uuid4())
+    before = counter("sentinai_dead_letters_total", agent="triage", source="outbox")
+    with tenant_scope(TENANT), transaction.atomic():
+        (row,) = outbox.offer(TENANT, {"triage": [ghost]})
+    with tenant_scope(TENANT):
+        Outbox.objects.filter(pk=row.id).update(created_at=timezone.now() - timedelta(minutes=1))
     assert outbox.relay_all_tenants() == 0
+    with all_tenants_scope():
+        letter = DeadLetter.objects.get(source=DeadLetter.Source.OUTBOX)
+        assert not Outbox.objects.exists(), "the row leaves the outbox: it is not skipped at every tick"
+    assert letter.tenant_id == TENANT and letter.consumer == "triage" and letter.event_ids == [ghost]
+    assert letter.message_id == f"outbox:{row.id}" and ghost in letter.error and "cannot be loaded" in letter.error
+    assert letter.status == DeadLetter.Status.OPEN
+    assert counter("sentinai_dead_letters_total", agent="triage", source="outbox") == before + 1
+    assert outbox.relay_all_tenants() == 0
+    with all_tenants_scope():
+        assert DeadLetter.objects.count() == 1
 
 
 def test_a_message_for_an_unknown_tenant_is_dead_lettered(tenant, log_dir):

@@ -54,6 +54,12 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
+        # close() alone leaves the socket listening while the accept thread is blocked in accept() on
+        # it (Linux keeps the file open for that call); shutdown() wakes that call up first.
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.server.close()
         with self.lock:
             for s in self.connections:

@@ -58,6 +58,76 @@ def test_only_the_one_shot_migrate_service_holds_the_schema_owners_credentials()
     assert SERVICES["migrate"]["restart"] == "no"
 
 
+# --- make stack (the Procfile under supervisord) and docker-compose: the same processes ------------
+
+ROOT = Path(__file__).resolve().parents[2]
+# Services of the infrastructure and monitoring, not processes of the platform (no Procfile line).
+INFRASTRUCTURE = {"postgres", "rabbitmq", "redis", "kafka", "migrate", "prometheus", "grafana"}
+
+
+def _supervision():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("supervision", ROOT / "scripts" / "supervision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _argv(command: str) -> list[str]:
+    """A Procfile command as argv: leading VAR=value and ${VAR:-default} expansions dropped."""
+    words = [w for w in command.split() if "=" not in w.split("-")[0] or w.startswith("-")]
+    return [w.split("${")[0] if "${" in w else w for w in words]
+
+
+def _program(argv: list[str]) -> list[str]:
+    """What a process runs, without its tuning: the command and, for Celery, the sub-command."""
+    if argv[:1] == ["celery"]:
+        return argv[: argv.index("-A") + 3]
+    return argv[:3] if argv[:2] == ["python", "manage.py"] else argv[:2]
+
+
+def test_the_procfile_and_docker_compose_run_the_same_processes():
+    procfile = _supervision().parse_procfile(ROOT / "Procfile")
+    assert set(procfile) == set(SERVICES) - INFRASTRUCTURE
+    for name, command in procfile.items():
+        ours, theirs = _argv(command), SERVICES[name]["command"]
+        assert _program(ours) == _program(theirs), (name, ours, theirs)
+        if _program(ours)[-1] == "worker":
+            for flag in ("-Q", "-n"):
+                assert ours[ours.index(flag) + 1] == theirs[theirs.index(flag) + 1], (name, flag)
+
+
+def test_every_process_is_restarted_by_both_supervisors():
+    supervision = _supervision()
+    conf = supervision.render(supervision.parse_procfile(ROOT / "Procfile"), var_dir=Path("/tmp/sentinai-var"))
+    import configparser
+
+    parser = configparser.RawConfigParser()
+    parser.read_string(conf)
+    programs = {s.split(":", 1)[1]: parser[s] for s in parser.sections() if s.startswith("program:")}
+    assert set(programs) == set(SERVICES) - INFRASTRUCTURE
+    for name, program in programs.items():
+        assert program["autorestart"] == "true" and program["autostart"] == "true", name
+        assert int(program["startretries"]) >= 3 and int(program["startsecs"]) >= 1, name
+        assert program["stopasgroup"] == "true" and program["killasgroup"] == "true", name
+        assert SERVICES[name]["restart"] == "unless-stopped", name
+        if _program(SERVICES[name]["command"])[-1] == "worker":
+            assert int(program["stopwaitsecs"]) == int(SERVICES[name]["stop_grace_period"].rstrip("s")), name
+    assert "eventlistener:crashloop" in parser.sections()
+    assert parser["eventlistener:crashloop"]["events"] == "PROCESS_STATE_FATAL"
+
+
+def test_supervisord_runs_each_procfile_command_as_is_through_the_shell():
+    supervision = _supervision()
+    assert supervision.shell_command("FLOWER_UNAUTHENTICATED_API=true celery -A config flower") == (
+        "/bin/sh -c 'FLOWER_UNAUTHENTICATED_API=true exec celery -A config flower'"
+    )
+    assert supervision.shell_command("celery -A config worker -n intake@%h") == (
+        "/bin/sh -c 'exec celery -A config worker -n intake@%%h'"
+    )
+
+
 def test_cross_tenant_processes_hold_the_platform_role_and_agent_workers_the_application_role():
     def role(name: str) -> str:
         return SERVICES[name]["environment"]["DATABASE_URL"].split("//")[1].split(":")[0]
