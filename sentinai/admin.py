@@ -197,5 +197,4 @@ def index_with_deepest_lanes(request, extra_context=None):
     return _index(request, {**(extra_context or {}), "deepest_lanes": deepest})
 
 
-admin.site.index = index_with_deepest_lanes
-admin.site.index_template = "admin/sentinai_index.html"
+admin.site.index = index_with_deepest_lanes  # its template: admin/sentinai/index.html (admin_site.py)

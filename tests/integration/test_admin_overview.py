@@ -98,11 +98,11 @@ def test_the_operations_overview_counts_what_the_tables_and_the_broker_hold(purg
     # Two batches owed to triage, never published.
     with tenant_scope("acme"):
         Outbox.objects.bulk_create([Outbox(tenant_id="acme", queue="triage", event_ids=[x]) for x in acme[:2]])
-    # Three messages waiting on the feedback queue, nobody consuming.
+    # Three messages waiting on a feedback lane (acme's), nobody consuming.
     with celery_app.connection_for_write() as conn:
         producer = Producer(conn.default_channel, exchange=routing.EXCHANGE)
         for _ in range(3):
-            producer.publish({"v": 0}, routing_key="feedback", serializer="json")
+            producer.publish({"v": 0}, routing_key=routing.lane_queue("feedback", "acme"), serializer="json")
 
     User.objects.create_superuser("ops", "ops@example.com", "a long pass phrase 42")
     page = login("ops", "a long pass phrase 42").get("/admin/overview/")
@@ -120,7 +120,7 @@ def test_the_operations_overview_counts_what_the_tables_and_the_broker_hold(purg
     assert rows["queue-depth"][("feedback",)] == ["3", "0"]
     assert set(rows["queue-depth"]) == {(q.name.split(".", 1)[0],) for q in routing.work_queues()}
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("feedback")
+        conn.default_channel.queue_purge(routing.lane_queue("feedback", "acme"))
 
 
 def test_the_overview_is_for_staff_only():
