@@ -154,7 +154,7 @@ def test_sigkill_of_the_dead_letter_consumer_loses_no_dead_letter(topology):
         # A message no worker can decode reaches the dead-letter queue while its consumer is down.
         with Connection(topology.rabbit.url()) as conn:
             Producer(conn.default_channel).publish(
-                b"{not json", exchange=routing.EXCHANGE, routing_key="triage",
+                b"{not json", exchange=routing.EXCHANGE, routing_key=routing.lane_queue("triage", TENANT),
                 content_type="application/json", content_encoding="utf-8",
                 headers={"id": poison, "task": "agents.triage.handle_batch"},
             )  # fmt: skip
