@@ -298,12 +298,14 @@ def test_a_periodic_tick_that_expired_in_its_queue_is_not_recorded_as_a_dead_let
     # No scheduler worker runs: the broker expires the tick and dead-letters it (reason "expired").
     wait_until(lambda: queue_depth(routing.SCHEDULER_QUEUE) == 0, 30, message="the tick to expire")
     wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 1, 30, message="the tick to be dead-lettered")
-    publish_body("triage", {"not": "a batch"})  # a real poison message, which is recorded
+    # A real poison message (a batch of nonsense), which is recorded.
+    publish_body("triage", {"v": 1, "agent": "triage", "tenant_id": TENANT, "events": [{"nonsense": True}]})
     with WorkerProcess(["triage"], log_dir=log_dir, agents=IMPLEMENTATIONS):
         wait_until(lambda: queue_depth(routing.DEAD_LETTER_QUEUE) == 2, 30, message="the poison message")
     call_command("consume_dead_letters", "--once", stdout=StringIO())
     with all_tenants_scope():
-        assert list(DeadLetter.objects.values_list("consumer", flat=True)) == ["triage"]
+        consumers = list(DeadLetter.objects.values_list("consumer", flat=True))
+    assert [routing.agent_of(c) for c in consumers] == ["triage"], consumers
     assert queue_depth(routing.DEAD_LETTER_QUEUE) == 0
 
 
@@ -339,7 +341,8 @@ def test_the_relay_re_sends_by_age_and_send_count_whatever_the_queue_holds(tenan
     ids = make_exceptions(TENANT, 2)
     append_many(ids[:1])
     append_many(ids[1:])  # two batches published, both waiting in the queue: no worker runs
-    assert queue_depth("triage") == 2
+    lane = routing.lane_queue("triage", TENANT)
+    assert queue_depth(lane) == 2
     settings.SENTINAI = {**settings.SENTINAI, "OUTBOX_REDELIVER_SECONDS": 60}
     long_ago = timezone.now() - timedelta(seconds=61)
     with tenant_scope(TENANT):
@@ -353,7 +356,7 @@ def test_the_relay_re_sends_by_age_and_send_count_whatever_the_queue_holds(tenan
         assert Outbox.objects.get(pk=first.pk).publish_count == 2
         Outbox.objects.filter(pk=second.pk).update(published_at=timezone.now() - timedelta(seconds=241))
     assert outbox.relay_all_tenants() == 1
-    assert queue_depth("triage") == 4
+    assert queue_depth(lane) == 4
     with tenant_scope(TENANT):
         assert Outbox.objects.get(pk=second.pk).publish_count == 4
 
