@@ -283,7 +283,7 @@ def test_an_undecodable_message_ends_in_the_dlq_is_recorded_and_does_not_block_t
     undecodable = letters["poison-1"]
     assert undecodable.tenant_id is None and "this is not json" in undecodable.body
     assert undecodable.headers["x-death"][0]["reason"] == "rejected"
-    assert undecodable.headers["x-death"][0]["queue"] == "triage"
+    assert undecodable.headers["x-death"][0]["queue"] == routing.lane_queue("triage", TENANT)
     (malformed,) = (d for d in letters.values() if d.message_id != "poison-1")
     assert malformed.tenant_id == TENANT and "nonsense" in malformed.body
 
