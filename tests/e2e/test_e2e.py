@@ -15,6 +15,7 @@ from sentinai.tenancy import admission, tenants
 from sentinai.tenancy.scope import tenant_scope
 from sentinai.tenancy.services import api_key_create, tenant_create_or_update
 from tests.support.factories import wait_until
+from tests.support.finance import create_finance_tenant
 from tests.support.metrics import parse as parse_metrics
 from tests.support.platform import Platform
 from tests.support.scenarios import TERMINAL, assert_causal_chain, is_subsequence, settlement, types
@@ -42,19 +43,7 @@ class Tenant:
 
     def __init__(self, base_url: str, webhook: Webhook, **overrides):
         self.id = f"e2e-{uuid.uuid4().hex[:10]}"
-        tenant, _ = tenant_create_or_update(
-            tenant_id=self.id,
-            domain_pack="finance",
-            rate_per_second=1000,
-            burst=2000,
-            max_in_flight=100_000,
-            overrides={
-                "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
-                "allowed_cidrs": ["127.0.0.0/8"],  # the test's webhook listens on loopback
-                "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
-                **overrides,
-            },
-        )
+        tenant = create_finance_tenant(self.id, webhook, **overrides)
         _, key = api_key_create(tenant=tenant, scopes=("ingest", "read", "approve"))
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         _, operator_key = api_key_create(tenant=tenant, scopes=("operate",))

@@ -11,8 +11,8 @@ from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent
 from sentinai.tenancy import admission
 from sentinai.tenancy.scope import tenant_scope
-from sentinai.tenancy.services import tenant_create_or_update
 from tests.support.factories import wait_until
+from tests.support.finance import create_finance_tenant
 from tests.support.kafka_ingest import Ingest, committed, create_topic, produce
 from tests.support.platform import Platform
 from tests.support.scenarios import TERMINAL, is_subsequence, settlement
@@ -25,17 +25,7 @@ def test_an_exception_published_to_kafka_is_resolved_by_the_agents(tmp_path):
     tenant_id = f"kafka-e2e-{uuid.uuid4().hex[:8]}"
     topic = create_topic()
     with Webhook() as webhook:
-        tenant_create_or_update(
-            tenant_id=tenant_id,
-            domain_pack="finance",
-            rate_per_second=1000,
-            burst=2000,
-            max_in_flight=100_000,
-            overrides={
-                "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
-                "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
-            },
-        )
+        create_finance_tenant(tenant_id, webhook)
         admission.backend().reset(tenant_id)
         with Platform(tmp_path), Ingest(tmp_path, {topic: tenant_id}) as ingest:
             body = {

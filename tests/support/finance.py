@@ -11,23 +11,33 @@ from tests.support.factories import wait_until
 from tests.support.webhook import Webhook
 
 
+def create_finance_tenant(tenant_id: str, webhook: Webhook, **overrides):
+    """The tenant row: the finance pack, generous limits, its tools calling the test's webhook on
+    loopback (allowed explicitly: the SSRF guard refuses loopback otherwise)."""
+    from sentinai.tenancy.services import tenant_create_or_update
+
+    tenant, _ = tenant_create_or_update(
+        tenant_id=tenant_id,
+        domain_pack="finance",
+        rate_per_second=1000,
+        burst=2000,
+        max_in_flight=100_000,
+        overrides={
+            "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
+            "allowed_cidrs": ["127.0.0.0/8"],
+            "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
+            **overrides,
+        },
+    )
+    return tenant
+
+
 class FinanceTenant:
     def __init__(self, base_url: str, webhook: Webhook, prefix: str = "t"):
-        from sentinai.tenancy.services import api_key_create, tenant_create_or_update
+        from sentinai.tenancy.services import api_key_create
 
         self.id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        tenant, _ = tenant_create_or_update(
-            tenant_id=self.id,
-            domain_pack="finance",
-            rate_per_second=1000,
-            burst=2000,
-            max_in_flight=100_000,
-            overrides={
-                "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
-                "allowed_cidrs": ["127.0.0.0/8"],
-                "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
-            },
-        )
+        tenant = create_finance_tenant(self.id, webhook)
         _, key = api_key_create(tenant=tenant, scopes=("ingest", "read", "approve"))
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
