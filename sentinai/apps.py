@@ -21,6 +21,26 @@ def _database_reached(sender, connection, **kwargs):
     dependencies.up("database")
 
 
+def _probe_database() -> None:
+    """Raises unless PostgreSQL accepts a connection now (runs in the probe's own thread, whose
+    connection it closes)."""
+    from django.db import connections
+
+    connection = connections["default"]
+    try:
+        connection.ensure_connection()
+    finally:
+        connection.close()
+
+
+def _probe_broker() -> None:
+    """Raises unless the broker accepts a connection now (a connection of the probe's own)."""
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1)
+
+
 class SentinaiConfig(AppConfig):
     name = "sentinai"
     verbose_name = "SentinAI platform"
@@ -29,11 +49,14 @@ class SentinaiConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from sentinai.kernel import tracing
+        from sentinai.kernel import dependencies, tracing
 
         post_migrate.connect(_grant_app_role, sender=self)
         # A new database connection is the proof that an outage is over (reported once per process).
         connection_created.connect(_database_reached, dispatch_uid="sentinai.dependencies.database")
+        # After an outage noted by any code path, a probe thread finds out when it is over.
+        dependencies.probe_with("database", _probe_database)
+        dependencies.probe_with("broker", _probe_broker)
         # Before the WSGI handler loads its middleware (the Django instrumentation adds one).
         tracing.configure()
 

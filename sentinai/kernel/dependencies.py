@@ -33,6 +33,44 @@ DEPENDENCY_UP = Gauge(
 _lock = threading.Lock()
 _down_since: dict[str, float] = {}
 _seen: set[str] = set()
+# dependency -> a callable that raises unless the dependency answers now (see `probe_with`).
+_probes: dict[str, object] = {}
+_probing: set[str] = set()
+
+
+def probe_with(dependency: str, probe) -> None:
+    """Register how this process checks `dependency` by itself. After `down(dependency)`, a daemon
+    thread calls `probe()` with backoff until it returns, then marks the dependency up: the gauge
+    and the recovery line do not wait for the process's next piece of work to touch it (a worker
+    whose one failed publish came after its consumer had already reconnected would otherwise show
+    the broker down until its next publish, however long that is)."""
+    _probes[dependency] = probe
+
+
+def _watch(dependency: str) -> None:
+    probe = _probes.get(dependency)
+    with _lock:
+        if probe is None or dependency in _probing:
+            return
+        _probing.add(dependency)
+
+    def run() -> None:
+        backoff = Backoff(base=0.5, cap=5.0)
+        try:
+            while dependency in _down_since:
+                backoff.sleep(should_stop=lambda: dependency not in _down_since)
+                if dependency not in _down_since:
+                    return
+                try:
+                    probe()
+                except Exception:  # still down: the outage line was written once, stay quiet
+                    continue
+                up(dependency)
+        finally:
+            with _lock:
+                _probing.discard(dependency)
+
+    threading.Thread(target=run, name=f"sentinai-probe-{dependency}", daemon=True).start()
 
 
 def down(dependency: str, exc: BaseException | str, *, consequence: str = "") -> bool:
@@ -43,6 +81,7 @@ def down(dependency: str, exc: BaseException | str, *, consequence: str = "") ->
         _down_since[dependency] = time.monotonic()
         _seen.add(dependency)
     DEPENDENCY_UP.labels(dependency).set(0)
+    _watch(dependency)
     reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc
     logger.warning(
         "dependency %s unreachable (%s)%s",
@@ -79,8 +118,11 @@ def up(dependency: str) -> bool:
 def _after_fork_in_child() -> None:
     """A forked child (a Celery prefork pool process) starts its own metric file, where every
     dependency the parent had reported would read 0: state what the parent knew, in the child's file."""
+    _probing.clear()  # the parent's probe threads do not exist in the child
     for dependency in list(_seen):
         DEPENDENCY_UP.labels(dependency).set(0 if dependency in _down_since else 1)
+        if dependency in _down_since:
+            _watch(dependency)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

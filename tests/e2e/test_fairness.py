@@ -1,5 +1,5 @@
 """Fair share across tenants, on the Procfile's topology (one worker per agent queue, real agents, the
-finance pack, a live API): with a noisy tenant's 5,000-exception backlog in flight, a quiet tenant's
+finance pack, a live API): with a noisy tenant's 2,000-exception backlog in flight, a quiet tenant's
 exception reaches its terminal status within twice its idle latency (or 2 s, whichever is larger),
 because the two tenants' batches travel in different lanes and each agent's worker takes from its
 lanes in turn; and nothing of the noisy tenant's is lost or doubled. Then the same with the noisy
@@ -7,7 +7,8 @@ tenant on a dedicated lane, served by a worker of its own (the runbook's command
 
 The budget is relative to idle latencies measured in the same run just before and just after each
 backlog, so a loaded machine slows both sides. Run time on the shared 2-core development machine,
-with four other engineers' suites running: 4-5 minutes (10,000 noisy exceptions worked off).
+with other suites running: 2-3 minutes (4,000 noisy exceptions worked off). bench/fairness.py
+measures the same with deeper backlogs (2,000 and 8,000).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tools_app.models import ToolExecution
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
-NOISY = 5_000
+NOISY = 2_000
 PER_REQUEST = 1_000
 # The chain of a medium settlement failure that resolves with no human: one of each per exception.
 CHAIN = (
@@ -141,7 +142,7 @@ def idle_latency(quiet: Tenant) -> float:
 
 
 def quiet_overtakes_noisy_backlog(quiet: Tenant, noisy: Tenant, reported: int) -> dict:
-    """Measure the quiet tenant idle, put 5,000 of the noisy tenant's exceptions in flight, measure
+    """Measure the quiet tenant idle, put NOISY of the noisy tenant's exceptions in flight, measure
     it again while most of the backlog is still open, let the backlog drain (nothing lost or
     doubled), measure it idle once more. The budget is relative to the slower of the two idle
     figures, which bracket the loaded one: other work on a shared machine comes and goes over a
