@@ -178,9 +178,16 @@ def prepare_services(args, env: dict) -> None:
         capture_output=True,
         text=True,
     ).stdout
-    for queue in listed.split():  # every lane of every agent (and lanes of earlier runs' settings)
-        if queue.split(".", 1)[0] in (*QUEUES, "sla", "scheduler"):
-            subprocess.run(["rabbitmqctl", "-q", "-p", args.vhost, "purge_queue", queue], capture_output=True)
+    # Every lane of every agent (and lanes of earlier runs' settings), purged over one AMQP connection:
+    # a rabbitmqctl call per queue starts an Erlang VM each time (seconds apiece on a busy machine).
+    stale = [q for q in listed.split() if q.split(".", 1)[0] in (*QUEUES, "sla", "scheduler")]
+    if stale:
+        from kombu import Connection
+
+        with Connection(env["CELERY_BROKER_URL"]) as broker:
+            channel = broker.default_channel
+            for queue in stale:
+                channel.queue_purge(queue)
 
 
 def platform_url(args) -> str | None:
