@@ -22,31 +22,51 @@ pytestmark = pytest.mark.slow
 A, B = "alpha", "bravo-corp"
 
 
-def _manage(env, *args) -> str:
+# The management commands of the set-up, run in one process (each `manage.py` pays Django's start-up):
+# call_command runs exactly what `manage.py <command>` runs; the last line of a key's output is the key.
+_SETUP = """
+import io, json, sys
+import django
+django.setup()
+from django.core.management import call_command
+out = []
+for args in json.loads(sys.argv[1]):
+    buf = io.StringIO()
+    call_command(*args, stdout=buf)
+    out.append(buf.getvalue().strip().splitlines()[-1] if buf.getvalue().strip() else "")
+print(json.dumps(out))
+"""
+
+
+def _manage_all(env, commands: list[list[str]]) -> list[str]:
+    import json
+
     done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
-    return done.stdout
-
-
-def _key(env, tenant_id: str, scopes: str, name: str) -> str:
-    return _manage(env, "create_api_key", tenant_id, "--scopes", scopes, "--name", name).strip().splitlines()[-1]
+        [sys.executable, "-c", _SETUP, json.dumps(commands)],
+        cwd=ROOT, env={"DJANGO_SETTINGS_MODULE": "config.settings.local", **env}, check=True, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
     var = tmp_path_factory.mktemp("embedded-security")
     env = embedded_env(SENTINAI_VAR_DIR=str(var), PYTHONUNBUFFERED="1", SENTINAI_SCHEDULER_TICK_SECONDS="0.5")
-    _manage(env, "migrate", "-v", "0")
-    for tenant_id in (A, B):
-        _manage(env, "create_tenant", tenant_id, "--domain-pack", "finance", "--rate", "500", "--burst", "1000")
-    keys = {
-        "a": _key(env, A, "ingest,read,approve", "alpha-desk"),
-        "b": _key(env, B, "ingest,read,approve", "bravo-desk"),
-        "operator": _key(env, A, "ingest,read,approve,operate", "ops-desk"),
-        "a-ingest": _key(env, A, "ingest", "alpha-feed"),
-        "a-read": _key(env, A, "read", "alpha-viewer"),
+    wanted = {
+        "a": (A, "ingest,read,approve", "alpha-desk"),
+        "b": (B, "ingest,read,approve", "bravo-desk"),
+        "operator": (A, "ingest,read,approve,operate", "ops-desk"),
+        "a-ingest": (A, "ingest", "alpha-feed"),
+        "a-read": (A, "read", "alpha-viewer"),
     }
+    commands = [
+        ["migrate", "-v", "0"],
+        *(["create_tenant", t, "--domain-pack", "finance", "--rate", "500", "--burst", "1000"] for t in (A, B)),
+        *(["create_api_key", t, "--scopes", scopes, "--name", name] for t, scopes, name in wanted.values()),
+    ]
+    printed = _manage_all(env, commands)
+    keys = dict(zip(wanted, printed[3:], strict=True))
     port = free_port()
     log = (var / "platform.log").open("w")
     proc = subprocess.Popen(
