@@ -26,6 +26,7 @@
 # in .cache/ (SENTINAI_CACHE_DIR). Both are ignored by git.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/apt.sh
 VAR_DIR=$(realpath -m "${SENTINAI_SERVICES_DIR:-var/services}")
 RUN_DIR=$VAR_DIR/run
 CACHE_DIR=$(realpath -m "${SENTINAI_CACHE_DIR:-.cache}")
@@ -69,22 +70,7 @@ command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: run as root (or install them) to let this script apt-get install them"
-  log "installing ${missing[*]} from Debian's packages"
-  # Keep the packages' maintainer scripts from starting the services with their own defaults (Redis
-  # with persistence, RabbitMQ on every interface): this script starts them as configured below.
-  added_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
-  fi
-  trap '[ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
-  trap - EXIT
-fi
+apt_install services "${missing[@]}"
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 pg_start() {
