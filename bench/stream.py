@@ -5,10 +5,12 @@ Appends --events events (SLAImminent, which no agent consumes, so only the strea
 --exceptions exceptions of one tenant through the event store's append, 500 per transaction, with the
 relays stopped; then starts --relays relay processes and times the drain of stream_outbox to Kafka
 (every event acknowledged by the local broker). Real PostgreSQL and Kafka on this machine; no agent
-runs. Prints the append rate and the relay's events/s, writes JSON under bench/results/, and ends with
-the line `stream_events_per_s=<integer>`.
+runs. Prints the append rate and the relay's events/s and the CPU it took per event (from /proc: the relay processes, the bench
+database's PostgreSQL backends, the Kafka broker), writes JSON under bench/results/, and ends with
+the line `stream_events_per_s=<integer>`. `--profile` drains in this process instead, one relay under
+cProfile, and prints where its time goes (a profiled figure, slower than the real one).
 
-    python bench/stream.py [--events 200000] [--exceptions 20000] [--relays 1]
+    python bench/stream.py [--events 200000] [--exceptions 20000] [--relays 1] [--db NAME] [--profile]
 """
 
 from __future__ import annotations
@@ -27,7 +29,71 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PG = "postgres://{user}@127.0.0.1:5432/{db}"
-DB = "sentinai_bench_stream"
+
+
+def process_cpu(db: str, own: set[int]) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far per (component, pid): the relays (`own`), the bench database's
+    PostgreSQL backends (their process title names the database) and the Kafka broker (java)."""
+    used: dict[tuple[str, int], float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if pid in own:
+            used[("relay", pid)] = seconds
+        elif cmdline.startswith("postgres") and db in cmdline.split():
+            used[("postgres", pid)] = seconds
+        elif "java" in stat.split("(", 1)[1].split(")", 1)[0] and "kafka" in cmdline:
+            used[("kafka", pid)] = seconds
+    return used
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    used = dict.fromkeys(("relay", "postgres", "kafka"), 0.0)
+    for (group, pid), seconds in after.items():
+        used[group] += seconds - before.get((group, pid), 0.0)
+    return used
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def profile_drain(limit: int) -> tuple[float, str]:
+    """Drain the stream outbox in this process under cProfile; returns (seconds, report)."""
+    import cProfile
+    import io
+    import pstats
+
+    from sentinai.eventstore import stream
+    from sentinai.models import StreamOutbox
+    from sentinai.tenancy.scope import all_tenants_scope
+
+    producer, topics = stream.new_producer(), stream.Topics()
+    stream.relay_round(producer, topics, limit=1)  # connect and learn the topic outside the profile
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    while True:
+        stream.relay_round(producer, topics, limit=limit)
+        with all_tenants_scope():
+            if not StreamOutbox.objects.exists():
+                break
+    profiler.disable()
+    seconds = time.perf_counter() - started
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+    stats.print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    return seconds, out.getvalue()
 
 
 def main() -> None:
@@ -35,13 +101,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--exceptions", type=int, default=20_000)
     parser.add_argument("--relays", type=int, default=1)
+    parser.add_argument("--db", default="sentinai_bench_stream", help="database (dropped and created)")
+    parser.add_argument("--profile", action="store_true", help="one relay in this process, under cProfile")
     args = parser.parse_args()
+    db = args.db
 
     run = uuid.uuid4().hex[:8]
     env = {
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DATABASE_URL": PG.format(user="sentinai_app", db=DB),
-        "DATABASE_OWNER_URL": PG.format(user="sentinai", db=DB),
+        "DATABASE_URL": PG.format(user="sentinai_app", db=db),
+        "DATABASE_OWNER_URL": PG.format(user="sentinai", db=db),
         "CELERY_BROKER_URL": "memory://localhost/",
         "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         "SENTINAI_KAFKA_TOPIC_TEMPLATE": f"bench.{run}.{{tenant}}",
@@ -52,9 +121,13 @@ def main() -> None:
     import psycopg
 
     with psycopg.connect(PG.format(user="sentinai", db="postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {db}")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    # The relay works across tenants, which only the platform role may (docs/security.md); so do this
+    # script's probes. Neither holds the schema owner's credentials.
+    os.environ["DATABASE_URL"] = PG.format(user="sentinai_platform", db=db)
+    os.environ.pop("DATABASE_OWNER_URL")
 
     import django
 
@@ -89,6 +162,17 @@ def main() -> None:
 
     log_dir = ROOT / "bench" / "results"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        from django.conf import settings
+
+        load = load_average()
+        seconds, report = profile_drain(settings.SENTINAI["KAFKA_RELAY_BATCH"])
+        (log_dir / f"stream-profile-{datetime.now(UTC):%Y%m%dT%H%M%S}.txt").write_text(report)
+        print(report)
+        print(f"profiled drain: {args.events} events in {seconds:.2f} s = {args.events / seconds:,.0f} events/s")
+        print(f"(under cProfile, not the relay's rate); load average {load}")
+        return
+    load_before = load_average()
     relays = [
         subprocess.Popen(
             [sys.executable, "manage.py", "relay_event_stream", "--idle", "0.05"],
@@ -99,15 +183,28 @@ def main() -> None:
         for n in range(args.relays)
     ]
     started = time.perf_counter()
+    own = {r.pid for r in relays}
+    logs = [log_dir / f"stream-relay-{n}.log" for n in range(args.relays)]
     try:
+        # The relays print their first line before their first round: from then on, time and CPU are
+        # the relaying's, not Python's and Django's start-up.
+        while not all("relaying" in log.read_text() for log in logs):
+            if any(r.poll() is not None for r in relays):
+                raise SystemExit(f"a relay exited; see {log_dir}")
+            time.sleep(0.01)
+        ready = time.perf_counter()
+        cpu_before = process_cpu(db, own)
         while True:
             with all_tenants_scope():
                 if not StreamOutbox.objects.exists():
                     break
             if any(r.poll() is not None for r in relays):
                 raise SystemExit(f"a relay exited; see {log_dir}")
-            time.sleep(0.1)
-        drain_seconds = time.perf_counter() - started
+            time.sleep(0.05)
+        done = time.perf_counter()
+        cpu = cpu_delta(cpu_before, process_cpu(db, own))
+        load_after = load_average()
+        drain_seconds, relay_seconds = done - started, done - ready
     finally:
         for relay in relays:
             relay.terminate()
@@ -122,7 +219,14 @@ def main() -> None:
         "append_events_per_s": round(args.events / append_seconds),
         "drain_seconds": round(drain_seconds, 2),
         "stream_events_per_s": round(args.events / drain_seconds),
-        "note": "relay start-up (Python + Django + librdkafka, ~1-2 s) is inside drain_seconds",
+        "relay_seconds": round(relay_seconds, 2),
+        "relay_events_per_s": round(args.events / relay_seconds),
+        "cpu_us_per_event": {k: round(v * 1e6 / args.events, 1) for k, v in cpu.items()},
+        "load_average_before_after": [load_before, load_after],
+        "note": (
+            "drain_seconds includes the relays' start-up (Python + Django + librdkafka, ~1-2 s); "
+            "relay_seconds and the CPU figures start when every relay began its rounds"
+        ),
     }
     (log_dir / f"stream-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

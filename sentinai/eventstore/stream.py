@@ -15,15 +15,24 @@
   sent again, with the same event id for consumers to de-duplicate on. A broker outage only delays.
 - **Topics** are created on first use with the configured partitions and replication, unless
   `SENTINAI_KAFKA_CREATE_TOPICS` is off: then a missing topic is refused with a clear error and its
-  rows wait.
+  tenant's rows wait (other tenants' rows of the shard go on: order is per exception, and an
+  exception has one tenant).
+
+What keeps it cheap (docs/performance.md, "Kafka event stream"): on PostgreSQL one query per shard
+returns each owed event ready to produce - key, headers and the JSON value built by PostgreSQL from
+the stored row - so the relay instantiates no model and decodes no JSON; and a round takes several
+shards' locks in one transaction, produces their events and waits for Kafka once (one flush per
+`KAFKA_RELAY_BATCH` events rather than per shard) before deleting their rows and committing.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -90,7 +99,10 @@ def new_producer():
             **{
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 5,
+                # A round flushes once it produced its events (flush ignores linger.ms); until then
+                # a long linger lets librdkafka fill large batches: fewer, bigger produce requests
+                # cost the broker far less per event (docs/performance.md).
+                "linger.ms": 50,
                 "compression.type": "lz4",
                 "message.timeout.ms": 20_000,
             }
@@ -140,37 +152,66 @@ class Topics:
         self.known.add(topic)
 
 
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """One event owed to the stream, ready to produce."""
+
+    tenant_id: str
+    key: str
+    value: str | bytes
+    headers: list[tuple[str, str | bytes]]
+
+
+class Delivery:
+    """Events produced in order and not yet acknowledged: `wait` flushes once and raises StreamError
+    unless Kafka acknowledged every one."""
+
+    def __init__(self, producer, topics: Topics):
+        self.producer, self.topics = producer, topics
+        self.failures: list[str] = []
+        self.count = 0
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self.failures.append(err.str())
+
+    def produce(self, events: Iterable[Owed]) -> None:
+        producer, topic_of = self.producer, {}
+        for event in events:
+            topic = topic_of.get(event.tenant_id)
+            if topic is None:
+                topic = topic_of[event.tenant_id] = kafka.topic_for(event.tenant_id)
+                self.topics.ensure(topic)
+            while True:
+                try:
+                    producer.produce(
+                        topic, key=event.key, value=event.value, headers=event.headers, on_delivery=self._delivered
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    producer.poll(0.1)
+            self.count += 1
+
+    def wait(self) -> int:
+        if not self.count:
+            return 0
+        remaining = self.producer.flush(FLUSH_TIMEOUT)
+        if remaining or self.failures:
+            metrics.STREAM_FAILURES.inc(len(self.failures) + remaining)
+            raise StreamError(f"{remaining} undelivered, {len(self.failures)} failed ({self.failures[:1]})")
+        return self.count
+
+
+def _owed_of(envelope: Envelope) -> Owed:
+    return Owed(envelope.tenant_id, envelope.exception_id, value(envelope), headers(envelope))
+
+
 def publish(producer, envelopes: Iterable[Envelope], topics: Topics) -> int:
     """Produce these events in order and wait until Kafka acknowledged each; raise StreamError if any
     was not."""
-    failures: list[str] = []
-
-    def delivered(err, _msg):
-        if err is not None:
-            failures.append(err.str())
-
-    count = 0
-    for envelope in envelopes:
-        topic = kafka.topic_for(envelope.tenant_id)
-        topics.ensure(topic)
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    key=envelope.exception_id.encode(),
-                    value=value(envelope),
-                    headers=headers(envelope),
-                    on_delivery=delivered,
-                )
-                break
-            except BufferError:  # the local queue is full: let deliveries drain
-                producer.poll(0.1)
-        count += 1
-    remaining = producer.flush(FLUSH_TIMEOUT)
-    if remaining or failures:
-        metrics.STREAM_FAILURES.inc(len(failures) + remaining)
-        raise StreamError(f"{remaining} undelivered, {len(failures)} failed ({failures[:1]})")
-    return count
+    delivery = Delivery(producer, topics)
+    delivery.produce(_owed_of(e) for e in envelopes)
+    return delivery.wait()
 
 
 def _try_lock(shard: int) -> bool:
@@ -181,65 +222,174 @@ def _try_lock(shard: int) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def relay_shard(shard: int, producer, topics: Topics, limit: int) -> int:
-    """Publish up to about `limit` owed events of one shard, in order; returns events sent (0 when
-    another relay holds the shard or nothing is owed)."""
-    with all_tenants_scope(), transaction.atomic():
-        if not _try_lock(shard):
-            return 0
-        rows, total = [], 0
-        for row in StreamOutbox.objects.filter(shard=shard).order_by("id").values_list("id", "tenant_id", "event_ids"):
-            rows.append(row)
-            total += len(row[2])
-            if total >= limit:
-                break
-        if not rows:
-            return 0
-        found: dict[str, Envelope] = {}
-        wanted: dict[str, list[str]] = defaultdict(list)
-        for _, tenant_id, event_ids in rows:
-            wanted[tenant_id].extend(event_ids)
-        for tenant_id, event_ids in wanted.items():
-            found.update(load_envelopes(tenant_id, event_ids))
-        ordered = [found[i] for _, _, event_ids in rows for i in event_ids if i in found]
-        missing = total - len(ordered)
-        if missing:  # cannot happen while the event store is append-only; say so loudly if it does
-            logger.error("%d events owed to the stream are not stored; skipping them", missing)
-        sent = publish(producer, ordered, topics)
-        StreamOutbox.objects.filter(id__in=[r[0] for r in rows]).delete()
-    metrics.STREAM_PUBLISHED.inc(sent)
-    return sent
+# A shard's owed events, oldest row first and each row's events in append order, up to about `limit`
+# events (the rows whose events start before the limit; a row is never split). The inner LIMIT
+# bounds the scan: every row owes at least one event. The value is the envelope as `value()` writes
+# it, built by PostgreSQL from the stored row (recorded_at as Python's isoformat() writes it).
+# - Each event is one primary-key probe: the LATERAL subquery's LIMIT 1 (the key is unique) keeps the
+#   planner from flattening it into a hash join over the whole event store (it cannot estimate the
+#   arrays' lengths); and the ids are cast to uuid in a MATERIALIZED CTE, because under row-level
+#   security a cast (not leakproof) in the probe's condition would forbid the index.
+# - LEFT JOINs: an owed event missing from the store shows as a NULL value rather than vanishing, and
+#   a row owing nothing as a NULL event id (deleted like the others).
+_OWED_SQL = """
+WITH owed AS MATERIALIZED (
+    SELECT o.id, o.tenant_id, x.n, x.event_id::uuid AS event_id
+    FROM (
+        SELECT id, tenant_id, event_ids,
+               sum(jsonb_array_length(event_ids)) OVER (ORDER BY id) - jsonb_array_length(event_ids) AS before
+        FROM (SELECT id, tenant_id, event_ids FROM stream_outbox WHERE shard = %(shard)s ORDER BY id LIMIT %(limit)s) AS s
+    ) AS o
+    LEFT JOIN LATERAL jsonb_array_elements_text(o.event_ids) WITH ORDINALITY AS x(event_id, n) ON true
+    WHERE o.before < %(limit)s
+)
+SELECT owed.id, owed.tenant_id, e.exception_id::text, owed.event_id::text, e.event_type, e.schema_version::text,
+       CASE WHEN e.event_id IS NOT NULL THEN json_build_object(
+           'tenant_id', e.tenant_id, 'event_id', e.event_id, 'event_type', e.event_type,
+           'exception_id', e.exception_id, 'sequence', e.sequence, 'causation_id', e.causation_id,
+           'producer', e.producer, 'payload', e.payload, 'schema_version', e.schema_version,
+           'metadata', coalesce(e.metadata, '{}'::jsonb),
+           'recorded_at', to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       )::text END
+FROM owed
+LEFT JOIN LATERAL (
+    SELECT * FROM exception_event WHERE event_id = owed.event_id AND tenant_id = owed.tenant_id LIMIT 1
+) AS e ON true
+ORDER BY owed.id, owed.n
+"""
+
+
+def _owed_rows(shard: int, limit: int) -> tuple[dict[int, str], list[Owed], int]:
+    """The shard's oldest owed rows (about `limit` events): ({row id: tenant}, the events in order,
+    how many owed events are not stored)."""
+    rows: dict[int, str] = {}
+    events: list[Owed] = []
+    missing = 0
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_OWED_SQL, {"shard": shard, "limit": limit})
+            for row_id, tenant_id, key, event_id, event_type, version, body in cursor.fetchall():
+                rows[row_id] = tenant_id
+                if body is None:
+                    missing += event_id is not None
+                    continue
+                events.append(
+                    Owed(
+                        tenant_id,
+                        key,
+                        body,
+                        [
+                            ("event_id", event_id),
+                            ("event_type", event_type),
+                            ("tenant_id", tenant_id),
+                            ("schema_version", version),
+                        ],
+                    )
+                )
+        return rows, events, missing
+    # Elsewhere (the embedded default's SQLite): read the envelopes back.
+    owed, total = [], 0
+    for row in StreamOutbox.objects.filter(shard=shard).order_by("id").values_list("id", "tenant_id", "event_ids"):
+        owed.append(row)
+        total += len(row[2])
+        if total >= limit:
+            break
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for row_id, tenant_id, event_ids in owed:
+        rows[row_id] = tenant_id
+        wanted[tenant_id].extend(event_ids)
+    found: dict[str, Envelope] = {}
+    for tenant_id, event_ids in wanted.items():
+        found.update(load_envelopes(tenant_id, event_ids))
+    events = [_owed_of(found[i]) for _, _, event_ids in owed for i in event_ids if i in found]
+    return rows, events, total - len(events)
+
+
+def _delete(row_ids: list[int]) -> None:
+    if not row_ids:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # one statement, one array parameter, whatever the count
+            cursor.execute("DELETE FROM stream_outbox WHERE id = ANY(%s)", [row_ids])
+    else:
+        StreamOutbox.objects.filter(id__in=row_ids).delete()
 
 
 class RoundResult(int):
-    """Events sent by a round (an int), and whether some shard had to wait."""
+    """Events sent by a round (an int), and whether some shard or tenant had to wait."""
 
     waited: bool = False
 
 
+@dataclass
+class _Round:
+    waited: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def _work_shards(shards: list[int], delivery: Delivery, limit: int, result: _Round, locked: list[int]) -> list[int]:
+    """Inside the caller's transaction: lock shards in turn (skipping those another relay holds; the
+    ones taken are added to `locked`) and produce their owed events until about `limit` were produced
+    or `shards` is used up. Returns the rows to delete once Kafka acknowledged them; consumes
+    `shards` from the front."""
+    done: list[int] = []
+    while shards and delivery.count < limit:
+        shard = shards.pop(0)
+        if not _try_lock(shard):
+            continue
+        locked.append(shard)
+        rows, events, missing = _owed_rows(shard, limit - delivery.count)
+        if missing:  # cannot happen while the event store is append-only; say so loudly if it does
+            logger.error("%d events owed to the stream are not stored; skipping them", missing)
+        refused: set[str] = set()
+        for tenant_id in dict.fromkeys(rows.values()):
+            try:
+                delivery.topics.ensure(kafka.topic_for(tenant_id))
+            except StreamError as exc:  # its rows wait; the shard's other tenants go on
+                refused.add(tenant_id)
+                result.waited = True
+                result.errors.append(f"stream shard {shard} waits: {exc}")
+        delivery.produce(e for e in events if e.tenant_id not in refused)
+        done.extend(row_id for row_id, tenant_id in rows.items() if tenant_id not in refused)
+    return done
+
+
 def relay_round(producer, topics: Topics, limit: int | None = None) -> RoundResult:
-    """One pass over every shard. Returns events sent. A fatal producer error (the idempotent
-    producer's state is lost) is raised: the caller needs a new producer."""
+    """One pass over every shard (starting at a random one, so that several relays meet less): each
+    group of shards that owes about `limit` events is one transaction holding their locks, one flush,
+    one DELETE. A fatal producer error (the idempotent producer's state is lost) is raised: the caller
+    needs a new producer."""
     from confluent_kafka import KafkaException
 
+    from sentinai.kernel import dependencies
+
     limit = limit or settings.SENTINAI["KAFKA_RELAY_BATCH"]
-    sent, waited = 0, False
-    for shard in range(SHARDS):
+    start = random.randrange(SHARDS)
+    shards = [(start + k) % SHARDS for k in range(SHARDS)]
+    result, sent_total = _Round(), 0
+    while shards:
         try:
-            sent += relay_shard(shard, producer, topics, limit)
+            with all_tenants_scope(), transaction.atomic():
+                delivery, locked = Delivery(producer, topics), []
+                done = _work_shards(shards, delivery, limit, result, locked)
+                sent = delivery.wait()
+                _delete(done)
         except (StreamError, KafkaException) as exc:
             if isinstance(exc, KafkaException) and exc.args[0].fatal():
                 raise
-            # Nothing was deleted: the shard's rows are sent again next round; librdkafka reconnects
-            # by itself.
-            from sentinai.kernel import dependencies
-
-            if not dependencies.is_down("kafka"):  # during an outage, one line (run_relay) is enough
-                logger.warning("stream shard %d waits: %s", shard, exc)
-            waited = True
-    result = RoundResult(sent)
-    result.waited = waited
-    return result
+            # Nothing of this group was deleted: its rows are sent again next round; librdkafka
+            # reconnects by itself.
+            result.waited = True
+            result.errors.append(f"stream shards {', '.join(map(str, locked))} wait: {exc}")
+            continue
+        sent_total += sent
+        metrics.STREAM_PUBLISHED.inc(sent)
+    if result.errors and not dependencies.is_down("kafka"):  # during an outage, one line (run_relay)
+        for error in result.errors:
+            logger.warning("%s", error)
+    outcome = RoundResult(sent_total)
+    outcome.waited = result.waited
+    return outcome
 
 
 def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = lambda: False) -> None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 
 import orjson
 import pytest
 from django.core.management import call_command
 
+from sentinai.eventstore import stream
+from sentinai.eventstore.reader import load_envelopes
 from sentinai.models import StreamOutbox
-from sentinai.tenancy.scope import all_tenants_scope
+from sentinai.tenancy.scope import all_tenants_scope, tenant_scope
 from tests.support.factories import make_exceptions, make_tenant, wait_until
 from tests.support.kafka import Relay, append_sla, assert_in_sequence_per_exception, read_topic, restart_kafka_while
 
@@ -77,6 +80,13 @@ def test_a_tenants_topic_holds_only_its_own_events(tmp_path, topic_template):
         got = {dict(m.headers())["event_id"].decode() for m in messages}
         assert got == events[tenant_id] and not got & events[other]
         assert {orjson.loads(m.value())["tenant_id"] for m in messages} == {tenant_id}
+        # The value PostgreSQL built for the relay is the envelope replay and the embedded default send.
+        with tenant_scope(tenant_id):
+            stored = load_envelopes(tenant_id, got)
+        for message in messages:
+            sent, envelope = orjson.loads(message.value()), stored[dict(message.headers())["event_id"].decode()]
+            assert datetime.fromisoformat(sent.pop("recorded_at")) == envelope.recorded_at
+            assert sent == {k: v for k, v in orjson.loads(stream.value(envelope)).items() if k != "recorded_at"}
 
 
 def test_without_topic_creation_a_missing_topic_is_refused_and_its_events_wait(settings, topic_template, caplog):
