@@ -6,8 +6,9 @@ The topology is the one the fault tests and bench/soak.py start (tests/support/t
 Procfile (or --procfile, a variant layout) rendered by scripts/supervision.py and run by supervisord,
 after `migrate` and `seed_demo`, with the settings' own timers (not the fault tests' fast ones). Unlike
 those, it runs on the shared services of scripts/services.sh (the ones `make stack` uses: PostgreSQL
-as installed, fsync on), in a database, vhost and Redis database of its own (--db, --vhost,
---redis-db), made fresh each run. Flower is left out.
+as installed, fsync on), in a database and vhost of its own made fresh each run (--db, --vhost) and
+a Redis database number (--redis-db; not flushed, the admission counts there are reconciled with the
+fresh database). Flower is left out.
 
 1. **Capacity**: --capacity-exceptions exceptions of the finance mix (SCENARIOS of bench/pipeline.py
    without the critical settlements, which wait for a human), in the load phase's mix of singles and
@@ -498,7 +499,7 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     option("procfile", type=Path, default=ROOT / "Procfile", help="the process layout to run")
     option("db", default="sentinai_bench_ingest")
     option("vhost", default="sentinai_bench_ingest")
-    option("redis-db", type=int, default=13)
+    option("redis-db", type=int, default=9)
 
 
 def check_arguments(parser: argparse.ArgumentParser, args, prefix: str = "") -> None:

@@ -293,16 +293,15 @@ class SharedRabbit:
 
 
 class SharedRedis:
-    """A database number of its own on the shared Redis, flushed by start()."""
+    """A database number on the shared Redis. Never flushed: another run may use the same number, and
+    what the platform keeps there (admission buckets and in-flight counts per tenant) is reconciled
+    with the fresh database by the platform itself."""
 
     def __init__(self, db: int, port: int = 6379):
         self.db = db
         self.port = port
 
     def start(self) -> SharedRedis:
-        import redis
-
-        redis.Redis.from_url(self.url()).flushdb()
         return self
 
     def url(self) -> str:
