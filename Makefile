@@ -16,7 +16,7 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 # Kafka relay): DATABASE_URL with the platform role's name unless set (docs/security.md).
 PLATFORM_DATABASE_URL   ?= $(subst //sentinai_app,//sentinai_platform,$(DATABASE_URL))
 
-.PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-framework bench-queries bench-stream clean help
+.PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-framework bench-queries bench-queries-ingesting bench-ingest bench-stream clean help
 
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
@@ -24,6 +24,8 @@ help:
 	@echo "make stack  - production topology on local services under supervisord: gunicorn, a worker per agent queue, beat, Flower"
 	@echo "make services | services-stop - install/start the local services, stop those it started"
 	@echo "make bench - the real pipeline behind the HTTP API; bench-framework - pass-through agents"
+	@echo "make bench-ingest - command latency (single and batch POSTs) on the make stack topology at 50 % load"
+	@echo "make bench-queries | bench-queries-ingesting - read latency at 1 M exceptions (idle | while ingesting)"
 	@echo "make lint | format | migrate | clean"
 
 $(BIN)/python:
@@ -106,6 +108,18 @@ bench-stream: $(VENV)/.dev services
 bench-queries: $(VENV)/.dev services
 	./scripts/tune-postgres.sh
 	$(BIN)/python bench/queries.py --threads 4,1
+
+# Read latency while the make stack topology ingests at 50 % of its throughput (bench/ingest.py's load,
+# its own database on the same PostgreSQL).
+bench-queries-ingesting: $(VENV)/.dev services
+	./scripts/tune-postgres.sh
+	$(BIN)/python bench/queries.py --threads 4,1 --while-ingesting
+
+# Command latency on make stack's processes (the Procfile under supervisord, on the local services):
+# single POSTs and batches of 100 while the pipeline works at 50 % of its throughput. No
+# tune-postgres.sh: make stack runs on PostgreSQL as installed.
+bench-ingest: $(VENV)/.dev services
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache   # .cache/ (the Kafka jars) is kept; delete it by hand

@@ -12,7 +12,7 @@ like the agents write (status and severity come from their mixes, not from where
 Every --long-chain-stride-th exception instead has a chain of --long-chain-events events (default 100:
 tool retries, approvals, recalculations; ~2,000 of them). A --run-share of the exceptions (default
 20 %) has a playbook run of its pack playbook (up to 5 run steps) and its tool executions (~2). Rows
-are generated with set-based SQL as the schema owner (row-level security does not bind the owner), in
+are generated with set-based SQL as the schema owner in the all-tenants scope (the tables force row-level security), in
 chunks of consecutive creation time; each chunk's events are inserted in `recorded_at` order, so an
 exception's events lie on different pages as they would in the live store. Tenants, their playbooks
 and tools, and one API key per tenant (new keys each run) are made by the project's own services.
@@ -45,7 +45,16 @@ bench/results/queries-<timestamp>/result.json and ends with one line `p99_ms[<en
 endpoint.
 
     python bench/queries.py [--exceptions 1000000] [--events-per-exception 10] [--threads 4[,1]]
-                            [--requests 2000] [--regenerate] [--generate-only]
+                            [--requests 2000] [--regenerate] [--generate-only] [--db NAME]
+                            [--while-ingesting [--ingest-load 0.5] [--ingest-capacity EXC_PER_S]]
+
+--while-ingesting measures the same while bench/ingest.py's load runs: the `make stack` topology (the
+Procfile under supervisord) in a database of its own on the same PostgreSQL (`sentinai_bench_ingest`,
+--ingest-db), its capacity measured first (or --ingest-capacity), then single POSTs and batches of 100
+offered at --ingest-load of it throughout the measurement. The ingest's figures (command latency,
+whether the pipeline kept up) are printed after the read figures and saved with them. The pipeline
+writes into its own database, not the dataset's, so the dataset stays at the requested scale for
+the next run; PostgreSQL, its WAL and buffers, and the cores are shared as they would be.
 
 Generating the full dataset takes minutes; run it niced (`nice -n 10 python bench/queries.py
 --generate-only`: the PostgreSQL backend doing the work is reniced to match), then measure.
@@ -73,6 +82,8 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import ingest  # noqa: E402
 
 PG = "postgres://{user}@127.0.0.1:5432/{db}"
 DB = "sentinai_query_bench"
@@ -144,10 +155,12 @@ def tenant_ids(count: int) -> list[str]:
     return [f"qbench-{n:02d}" for n in range(count)]
 
 
-def owner_connect(db: str = DB, **kwargs):
+def owner_connect(db: str | None = None, **kwargs):
     import psycopg
 
-    return psycopg.connect(PG.format(user="sentinai", db=db), **kwargs)
+    # The tables FORCE row-level security, so the owner is bound too: it reads and writes across
+    # tenants the way the platform role does (the all-tenants scope; the owner is a member of it).
+    return psycopg.connect(PG.format(user="sentinai", db=db or DB), options="-c sentinai.tenant_id=*", **kwargs)
 
 
 def database_comment() -> dict | None:
@@ -1538,6 +1551,7 @@ def postgres_settings() -> dict:
 
 
 def main() -> None:
+    global DB, PG_BACKENDS  # --db: the module's statements name the dataset's database
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exceptions", type=int, default=1_000_000)
     parser.add_argument("--events-per-exception", type=int, default=10, help="events of a normal chain")
@@ -1563,7 +1577,17 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=100, help="warm-up requests per endpoint")
     parser.add_argument("--walk-pages", type=int, default=20, help="pages followed by a `next` cursor walk")
+    parser.add_argument("--db", default="sentinai_query_bench", help="the dataset's database")
+    parser.add_argument(
+        "--while-ingesting",
+        action="store_true",
+        help="measure while bench/ingest.py's load runs on the make stack topology (its own database on the same "
+        "PostgreSQL): --ingest-load of the pipeline's throughput, singles and batches of 100 (--ingest-* options)",
+    )
+    ingest.add_arguments(parser, prefix="ingest-")
     args = parser.parse_args()
+    ingest.check_arguments(parser, args, prefix="ingest-")
+    DB, PG_BACKENDS = args.db, f"sentinai_app {args.db} "
     unknown = sorted(set(args.endpoints) - set(ENDPOINTS))
     if unknown:
         parser.error(f"unknown endpoints {unknown}; choose from {ENDPOINTS}")
@@ -1586,14 +1610,27 @@ def main() -> None:
         f"{profile['database_size']}"
     )
 
+    background = None
+    if args.while_ingesting:
+        # Its processes get their own environment (tests/support/topology.py builds it afresh).
+        background = ingest.IngestRun(ingest.options_of(args, "ingest-"))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log(f"gunicorn on {base_url} ({args.server_workers} workers x {args.server_threads} threads)")
     server = start_server(env, port, results_dir, args.server_workers, args.server_threads)
     try:
+        if background is not None:
+            background.start().load_start()
+            time.sleep(10)  # the pipeline into its stride before the first measured request
         measured = measure(args, base_url, keys, server, port)
+        if background is not None:
+            log("stopping the ingest load; waiting for its pipeline to finish what it accepted")
+            ingesting = background.load_stop()
+            ingest.print_report(ingesting)
     finally:
         stop_server(server)
+        if background is not None:
+            background.stop()
     log("EXPLAIN (ANALYZE, BUFFERS) of the statements behind each endpoint")
     plans = explain_plans(args)
     print_plans(plans)
@@ -1610,6 +1647,7 @@ def main() -> None:
             "connections_per_worker": measured["connections_per_worker"],
         },
         "machine": {"cpus": os.cpu_count(), "loadavg_after": os.getloadavg()},
+        "while_ingesting": ingesting if background is not None else None,
         "client_threads": primary,
         "endpoints": measured["levels"][primary],
         "levels": measured["levels"],

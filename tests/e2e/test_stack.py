@@ -25,7 +25,10 @@ from tests.support.factories import wait_until
 from tests.support.host import ROOT, free_port
 from tests.support.scenarios import settlement
 
-DB, VHOST = "sentinai_stack_test", "sentinai_stack_test"
+# The shared services' database, vhost and Redis db of this module; another run on the same machine
+# names its own (SENTINAI_STACK_TEST_DB, SENTINAI_STACK_TEST_REDIS_DB), or the two would drop each other's.
+DB = VHOST = os.environ.get("SENTINAI_STACK_TEST_DB", "sentinai_stack_test")
+REDIS_DB = os.environ.get("SENTINAI_STACK_TEST_REDIS_DB", "11")
 pytestmark = pytest.mark.slow
 
 
@@ -57,7 +60,7 @@ def stack(tmp_path_factory):
             "DATABASE_URL": f"postgres://sentinai_app@127.0.0.1:5432/{DB}",
             "DATABASE_OWNER_URL": f"postgres://sentinai@127.0.0.1:5432/{DB}",
             "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
-            "REDIS_URL": "redis://127.0.0.1:6379/11",
+            "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
             "SENTINAI_VAR_DIR": str(tmp_path / "var"),
         }
     )

@@ -231,3 +231,81 @@ class PrivateRedis:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SharedPostgres:
+    """A database of its own on the shared PostgreSQL of scripts/services.sh (port 5432, its roles),
+    made fresh by start() and dropped by cleanup(): for benchmarks that run the topology on the
+    services `make stack` uses (their settings, fsync on), not on a private throwaway cluster. It
+    cannot be restarted: fault tests use PrivatePostgres."""
+
+    def __init__(self, db: str, port: int = 5432):
+        self.db = db
+        self.port = port
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        # As the superuser: WITH (FORCE) must end the runtime roles' connections of a previous run.
+        with psycopg.connect(self.url("postgres", "postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    def start(self) -> SharedPostgres:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        self._admin(f'CREATE DATABASE "{self.db}" OWNER sentinai')
+        return self
+
+    def url(self, role: str = "sentinai_app", db: str | None = None) -> str:
+        return f"postgres://{role}@127.0.0.1:{self.port}/{db or self.db}"
+
+    def cleanup(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+
+class SharedRabbit:
+    """A vhost of its own on the shared RabbitMQ (created if missing, its queues deleted by start()
+    and cleanup() so a run starts with nothing queued)."""
+
+    def __init__(self, vhost: str, port: int = 5672):
+        self.vhost = vhost
+        self.port = port
+
+    def _ctl(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["rabbitmqctl", "-q", *argv], capture_output=True, text=True, check=check, timeout=120)
+
+    def _empty(self) -> None:
+        names = self._ctl("--no-table-headers", "-p", self.vhost, "list_queues", "name", check=False).stdout
+        for name in names.split():
+            self._ctl("-p", self.vhost, "delete_queue", name, check=False)
+
+    def start(self) -> SharedRabbit:
+        if self.vhost not in self._ctl("list_vhosts").stdout.split():
+            self._ctl("add_vhost", self.vhost)
+        self._ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self._empty()
+        return self
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{self.vhost}"
+
+    def cleanup(self) -> None:
+        self._empty()
+
+
+class SharedRedis:
+    """A database number on the shared Redis. Never flushed: another run may use the same number, and
+    what the platform keeps there (admission buckets and in-flight counts per tenant) is reconciled
+    with the fresh database by the platform itself."""
+
+    def __init__(self, db: int, port: int = 6379):
+        self.db = db
+        self.port = port
+
+    def start(self) -> SharedRedis:
+        return self
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    def cleanup(self) -> None:
+        pass

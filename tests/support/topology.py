@@ -45,16 +45,31 @@ FAST = {
 
 
 class Topology:
-    def __init__(self, *, exclude: tuple[str, ...] = ("flower",), env: dict[str, str] | None = None):
+    """`services`: (postgres, rabbit, redis) to run on instead of private ones, e.g. the shared
+    services' SharedPostgres/SharedRabbit/SharedRedis for a benchmark (those cannot be faulted).
+    `procfile`: another process layout than the repository's Procfile (a benchmark's variant).
+    `fast`: the FAST timers (for fault tests); False keeps the settings' defaults, as `make stack`."""
+
+    def __init__(
+        self,
+        *,
+        exclude: tuple[str, ...] = ("flower",),
+        env: dict[str, str] | None = None,
+        services: tuple | None = None,
+        procfile: Path | None = None,
+        fast: bool = True,
+    ):
         # Not pytest's tmp_path: the postgres OS user must be able to reach its cluster's directory.
         self.base = Path(tempfile.mkdtemp(prefix="sentinai-faults-"))
         os.chmod(self.base, 0o755)
         self.var = self.base / "var"
-        self.postgres = PrivatePostgres(self.base)
-        self.rabbit = PrivateRabbit(self.base)
-        self.redis = PrivateRedis(self.base)
+        if services is None:
+            services = (PrivatePostgres(self.base), PrivateRabbit(self.base), PrivateRedis(self.base))
+        self.postgres, self.rabbit, self.redis = services
         self.port = free_port()
         self.exclude = exclude
+        self.procfile = procfile or ROOT / "Procfile"
+        self.fast = fast
         self.extra_env = env or {}
         self.supervisord: subprocess.Popen | None = None
         self.key = ""
@@ -83,7 +98,7 @@ class Topology:
                 "PORT": str(self.port),
                 "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
                 "PYTHONUNBUFFERED": "1",
-                **FAST,
+                **(FAST if self.fast else {}),
                 **self.extra_env,
             }
         )
@@ -107,7 +122,7 @@ class Topology:
         )
         procfile = [
             line
-            for line in (ROOT / "Procfile").read_text().splitlines()
+            for line in self.procfile.read_text().splitlines()
             if line[:1].isalpha() and line.split(":", 1)[0] not in self.exclude
         ]
         (self.base / "Procfile").write_text("\n".join(procfile) + "\n")

@@ -75,9 +75,25 @@ def _supervision():
 
 
 def _argv(command: str) -> list[str]:
-    """A Procfile command as argv: leading VAR=value and ${VAR:-default} expansions dropped."""
+    """A Procfile command as argv: leading VAR=value and ${VAR:-default} expansions dropped, and a
+    leading `nice -n N` (the Procfile's priority of background work; compose gives it cpu_shares)."""
     words = [w for w in command.split() if "=" not in w.split("-")[0] or w.startswith("-")]
+    if words[:2] == ["nice", "-n"]:
+        words = words[3:]
     return [w.split("${")[0] if "${" in w else w for w in words]
+
+
+def test_background_processes_yield_the_cpu_to_the_api_in_both_supervisors():
+    """Agents, beat, the scheduler, the SLA monitor, the dead-letter consumer and the relay run at a
+    lower priority than the API (docs/performance.md, "Command latency under load"); Flower and
+    the API at the normal one."""
+    procfile = _supervision().parse_procfile(ROOT / "Procfile")
+    for name, command in procfile.items():
+        words = [w for w in command.split() if "=" not in w.split("-")[0] or w.startswith("-")]
+        background = name not in ("web", "flower")
+        assert (words[:3] == ["nice", "-n", "10"]) == background, (name, command)
+        shares = SERVICES[name].get("cpu_shares")
+        assert (shares is not None and shares < 1024) == background, (name, shares)
 
 
 def _program(argv: list[str]) -> list[str]:
