@@ -305,31 +305,18 @@ def component_pids(topology: Topology) -> dict[int, str]:
 def cpu_seconds(db: str, own: dict[int, str]) -> dict[int, tuple[str, float]]:
     """CPU seconds so far per process: the stack's, this client, PostgreSQL (backends of `db` and the
     shared background processes) and RabbitMQ (the shared broker: others' work counts too)."""
-    tick = os.sysconf("SC_CLK_TCK")
+    from bench.procstat import processes
+
     out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        pid = int(entry.name)
-        comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        fields = stat.rsplit(")", 1)[1].split()
-        used = (int(fields[11]) + int(fields[12])) / tick
-        if pid == os.getpid():
-            out[pid] = ("client", used)
-        elif pid in own:
-            out[pid] = (own[pid], used)
-        elif comm == "postgres" or cmdline.startswith("postgres"):
-            words = cmdline.split()
-            backend = any(w.startswith(("127.0.0.1(", "[local]")) for w in words) or "autovacuum" in cmdline
-            if not backend or db in words:
-                out[pid] = ("postgres", used)
-        elif "beam.smp" in comm:
-            out[pid] = ("rabbitmq", used)
+    for proc in processes():
+        if proc.pid == os.getpid():
+            out[proc.pid] = ("client", proc.cpu_seconds)
+        elif proc.pid in own:
+            out[proc.pid] = (own[proc.pid], proc.cpu_seconds)
+        elif proc.is_postgres_backend_of(db) or proc.is_postgres_shared():
+            out[proc.pid] = ("postgres", proc.cpu_seconds)
+        elif "beam.smp" in proc.comm:
+            out[proc.pid] = ("rabbitmq", proc.cpu_seconds)
     return out
 
 

@@ -311,36 +311,22 @@ GROUPS = ("postgres", "rabbitmq", "workers", "api", "client", "relay", "beat")
 
 def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
     """CPU seconds used so far by each process of each component, from /proc. `own`: pid -> group of
-    the processes this run started (their children count with them)."""
+    the processes this run started (their children count with them). PostgreSQL: the bench
+    database's backends and the shared background processes (WAL writer, checkpointer, ...)."""
+    from bench.procstat import processes
+
     groups: dict[tuple[str, int], float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        pid = int(entry.name)
-        comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        fields = stat.rsplit(")", 1)[1].split()
-        used = (int(fields[11]) + int(fields[12])) / tick
-        group = own.get(pid) or own.get(int(fields[1]))
-        if pid == me:
-            groups[("client", pid)] = used
+    for proc in processes():
+        group = own.get(proc.pid) or own.get(proc.ppid)
+        if proc.pid == me:
+            groups[("client", proc.pid)] = proc.cpu_seconds
         elif group:
-            groups[(group, pid)] = used
-        elif comm == "postgres" or cmdline.startswith("postgres"):
-            # Backends name their database in the process title: only the bench database's count.
-            # The shared background processes (WAL writer, checkpointer, ...) name none and count too.
-            words = cmdline.split()
-            backend = any(w.startswith(("127.0.0.1(", "[local]")) for w in words) or "autovacuum" in cmdline
-            if not backend or args.db in words:
-                groups[("postgres", pid)] = used
-        elif "beam.smp" in comm:
-            groups[("rabbitmq", pid)] = used
+            groups[(group, proc.pid)] = proc.cpu_seconds
+        elif proc.is_postgres_backend_of(args.db) or proc.is_postgres_shared():
+            groups[("postgres", proc.pid)] = proc.cpu_seconds
+        elif "beam.smp" in proc.comm:
+            groups[("rabbitmq", proc.pid)] = proc.cpu_seconds
     return groups
 
 

@@ -34,25 +34,16 @@ PG = "postgres://{user}@127.0.0.1:5432/{db}"
 def process_cpu(db: str, own: set[int]) -> dict[tuple[str, int], float]:
     """CPU seconds used so far per (component, pid): the relays (`own`), the bench database's
     PostgreSQL backends (their process title names the database) and the Kafka broker (java)."""
+    from bench.procstat import processes
+
     used: dict[tuple[str, int], float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        pid = int(entry.name)
-        fields = stat.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        if pid in own:
-            used[("relay", pid)] = seconds
-        elif cmdline.startswith("postgres") and db in cmdline.split():
-            used[("postgres", pid)] = seconds
-        elif "java" in stat.split("(", 1)[1].split(")", 1)[0] and "kafka" in cmdline:
-            used[("kafka", pid)] = seconds
+    for proc in processes():
+        if proc.pid in own:
+            used[("relay", proc.pid)] = proc.cpu_seconds
+        elif proc.is_postgres_backend_of(db):
+            used[("postgres", proc.pid)] = proc.cpu_seconds
+        elif "java" in proc.comm and "kafka" in proc.cmdline:
+            used[("kafka", proc.pid)] = proc.cpu_seconds
     return used
 
 

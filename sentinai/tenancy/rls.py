@@ -90,40 +90,42 @@ class EnableTenantRLS(_TableRLSOperation):
         return f"Enable tenant row-level security on {self.table}"
 
 
-class PlatformOnlyAllTenants(_TableRLSOperation):
+class _PolicyChange(_TableRLSOperation):
+    """Re-creates the table's policy: forwards as `forwards` (keyword arguments of policy_sql) says,
+    backwards as `backwards` says."""
+
+    forwards: dict = {}
+    backwards: dict = {}
+    what = ""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in policy_sql(self.table, **self.forwards):
+                schema_editor.execute(statement)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            for statement in policy_sql(self.table, **self.backwards):
+                schema_editor.execute(statement)
+
+    def describe(self):
+        return self.what.format(table=self.table)
+
+
+class PlatformOnlyAllTenants(_PolicyChange):
     """Migration operation: the table's policy honours the all-tenants scope only for the platform
     role (before, any role could set it). Needs CrossTenantFunction first."""
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            for statement in policy_sql(self.table):
-                schema_editor.execute(statement)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            for statement in policy_sql(self.table, platform_only=False):
-                schema_editor.execute(statement)
-
-    def describe(self):
-        return f"All-tenants scope on {self.table} for the platform role only"
+    backwards = {"platform_only": False}
+    what = "All-tenants scope on {table} for the platform role only"
 
 
-class CrossTenantCheckOncePerQuery(_TableRLSOperation):
+class CrossTenantCheckOncePerQuery(_PolicyChange):
     """Migration operation: the table's policy asks whether the role is the platform role once per
     statement (an InitPlan) instead of once per row. The same rows match."""
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            for statement in policy_sql(self.table):
-                schema_editor.execute(statement)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            for statement in policy_sql(self.table, once_per_query=False):
-                schema_editor.execute(statement)
-
-    def describe(self):
-        return f"The platform-role check of {self.table}'s policy once per statement"
+    backwards = {"once_per_query": False}
+    what = "The platform-role check of {table}'s policy once per statement"
 
 
 class CrossTenantFunction(migrations.operations.base.Operation):
