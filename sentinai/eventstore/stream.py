@@ -119,6 +119,8 @@ class Topics:
         self.admin = AdminClient(kafka.client_config())
         self.known: set[str] = set()
 
+    CREATE_TIMEOUT = 30.0
+
     def ensure(self, topic: str) -> None:
         if topic in self.known:
             return
@@ -144,11 +146,17 @@ class Topics:
             topic, num_partitions=cfg["KAFKA_TOPIC_PARTITIONS"], replication_factor=cfg["KAFKA_TOPIC_REPLICATION"]
         )
         try:
-            self.admin.create_topics([new], operation_timeout=30)[topic].result(timeout=30)
+            self.admin.create_topics([new], operation_timeout=self.CREATE_TIMEOUT)[topic].result(
+                timeout=self.CREATE_TIMEOUT
+            )
             logger.info("created Kafka topic %s", topic)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise StreamError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
+        except TimeoutError as exc:
+            # A cluster that is (re)starting may not answer in time ("coordinator load in progress"):
+            # the rows wait for the next round, the relay does not die of it.
+            raise StreamError(f"cannot create topic {topic}: no answer within {self.CREATE_TIMEOUT:g} s") from exc
         self.known.add(topic)
 
 
