@@ -70,6 +70,7 @@ command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# apt_install (scripts/lib/apt.sh): `apt-get update` once, then `apt-get install` of what is missing.
 apt_install services "${missing[@]}"
 
 # --- PostgreSQL ----------------------------------------------------------------------------------

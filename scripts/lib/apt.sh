@@ -2,14 +2,17 @@
 #
 #   apt_install <tag> <package>...
 #
-# Runs `apt-get update` at most once per machine set-up: not again when the package lists are less than
-# an hour old (the other script just fetched them), so `make test` on a fresh machine updates once.
+# Runs `apt-get update` at most once per machine set-up: not again within the hour after a successful
+# update of its own (a stamp beside the lists; apt dates the list files by the mirror's Last-Modified,
+# so their mtimes cannot tell), so `make test` on a fresh machine updates once.
 # Maintainer scripts may not start services with their own defaults (Redis with persistence, RabbitMQ
 # on every interface, a Prometheus server): a temporary policy-rc.d refuses them; the callers start
 # what they need as configured.
 
+APT_UPDATED_STAMP=/var/lib/apt/lists/.sentinai-updated
+
 apt_lists_fresh() {
-  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 -print -quit 2>/dev/null)" ]
+  [ -n "$(find "$APT_UPDATED_STAMP" -mmin -60 -print 2>/dev/null)" ]
 }
 
 apt_install() {
@@ -28,7 +31,7 @@ apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   local status=0
   {
-    apt_lists_fresh || apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt_lists_fresh || { apt-get -o DPkg::Lock::Timeout=300 update -qq && touch "$APT_UPDATED_STAMP"; }
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$@" >/dev/null
   } || status=$?
   [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
