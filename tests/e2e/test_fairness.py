@@ -26,9 +26,10 @@ from exceptions_app.models import ExceptionRecord
 from sentinai.models import ExceptionEvent, Outbox
 from sentinai.tenancy import admission
 from sentinai.tenancy.scope import all_tenants_scope
-from sentinai.tenancy.services import api_key_create, tenant_create_or_update
+from sentinai.tenancy.services import api_key_create
 from tests.support.broker import rabbitmqctl
 from tests.support.factories import wait_until
+from tests.support.finance import create_finance_tenant
 from tests.support.metrics import parse
 from tests.support.platform import Platform
 from tests.support.scenarios import TERMINAL, settlement
@@ -55,18 +56,8 @@ def webhook():
 class Tenant:
     def __init__(self, base_url: str, webhook: Webhook, tenant_id: str):
         self.id = tenant_id
-        tenant, _ = tenant_create_or_update(
-            tenant_id=tenant_id,
-            domain_pack="finance",
-            rate_per_second=10_000,
-            burst=20_000,
-            max_in_flight=100_000,
-            overrides={
-                "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
-                "allowed_cidrs": ["127.0.0.0/8"],
-                "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 5}},
-            },
-        )
+        # Limits well above the backlog: admission must not be what holds the noisy tenant back.
+        tenant = create_finance_tenant(tenant_id, webhook, rate_per_second=10_000, burst=20_000, tool_timeout_seconds=5)
         admission.backend().reset(tenant_id)
         _, key = api_key_create(tenant=tenant, scopes=("ingest", "read", "operate"))
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)

@@ -11,7 +11,15 @@ from tests.support.factories import wait_until
 from tests.support.webhook import Webhook
 
 
-def create_finance_tenant(tenant_id: str, webhook: Webhook, **overrides):
+def create_finance_tenant(
+    tenant_id: str,
+    webhook: Webhook,
+    *,
+    rate_per_second: int = 1000,
+    burst: int = 2000,
+    tool_timeout_seconds: float = 1,
+    **overrides,
+):
     """The tenant row: the finance pack, generous limits, its tools calling the test's webhook on
     loopback (allowed explicitly: the SSRF guard refuses loopback otherwise)."""
     from sentinai.tenancy.services import tenant_create_or_update
@@ -19,13 +27,13 @@ def create_finance_tenant(tenant_id: str, webhook: Webhook, **overrides):
     tenant, _ = tenant_create_or_update(
         tenant_id=tenant_id,
         domain_pack="finance",
-        rate_per_second=1000,
-        burst=2000,
+        rate_per_second=rate_per_second,
+        burst=burst,
         max_in_flight=100_000,
         overrides={
             "allowed_hosts": [f"127.0.0.1:{webhook.port}"],
             "allowed_cidrs": ["127.0.0.0/8"],
-            "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": 1}},
+            "tools": {"webhook": {"url": webhook.url("/ok"), "timeout_seconds": tool_timeout_seconds}},
             **overrides,
         },
     )
