@@ -14,8 +14,10 @@ cannot swap it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +28,14 @@ from sentinai.packs.conditions import render
 from tools_app.builtins import REGISTRY, ToolContext, ToolError
 
 MAX_RESPONSE_CHARS = 20_000
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process for every call (verifying against httpx's CA bundle, or
+    SSL_CERT_FILE): building one loads the bundle, ~40 ms of CPU that a client made per call would
+    otherwise pay on every call, https or not (docs/performance.md, "Horizontal scale")."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,9 @@ def _run_http(config, params, view, context, allowed_hosts, allowed_cidrs) -> Ou
     method = config.get("method", "POST")
     request = {"method": method, "url": url, "body": body}
     try:
-        with httpx.Client(timeout=float(config.get("timeout_seconds", 10)), follow_redirects=False) as client:
+        with httpx.Client(
+            timeout=float(config.get("timeout_seconds", 10)), follow_redirects=False, verify=_tls_context()
+        ) as client:
             response = client.request(
                 method,
                 pinned_url,

@@ -95,3 +95,16 @@ def test_builtins():
         kind="builtin", config={"callable": "nope"}, params={}, view={}, context=CONTEXT, allowed_hosts=[]
     )
     assert unknown.status == "failed" and "no builtin" in unknown.error
+
+
+def test_http_calls_share_one_tls_context_per_process(monkeypatch):
+    """Building a TLS context loads the CA bundle (~40 ms of CPU): made once, not per call."""
+    runners._tls_context.cache_clear()
+    made = []
+    real = runners.httpx.create_ssl_context
+    monkeypatch.setattr(runners.httpx, "create_ssl_context", lambda *a, **k: made.append(1) or real(*a, **k))
+    with Webhook() as hook:
+        for _ in range(3):
+            assert run_http(hook.url("/ok"), [f"127.0.0.1:{hook.port}"]).status == "succeeded"
+        assert len(hook.requests) == 3
+    assert made == [1]
