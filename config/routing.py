@@ -83,6 +83,16 @@ def lane_queue(agent: str, tenant_id: str) -> str:
     return f"{agent}.{lane_of(tenant_id)}"
 
 
+def batch_size(agent: str) -> int:
+    """Events per message to `agent` (the outbox's rows) and per batch its workers coalesce:
+    AGENT_BATCH_SIZES[agent] if set, else BATCH_SIZE."""
+    sizes = settings.SENTINAI["AGENT_BATCH_SIZES"]
+    size = sizes[agent] if agent in sizes else settings.SENTINAI["BATCH_SIZE"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"the batch size of {agent!r} must be a positive integer, not {size!r}")
+    return size
+
+
 def agent_lanes(agent: str) -> list[str]:
     """Every queue of an agent: its shared lanes, then the dedicated ones (just `agent` if not laned)."""
     if agent not in LANED_AGENTS:

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from exceptions_app.selectors import exception_views
@@ -20,8 +21,6 @@ from sentinai.tenancy.scope import tenant_scope
 from tools_app import runners, selectors
 from tools_app.builtins import ToolContext
 from tools_app.models import ExecutionStatus, Tool, ToolExecution
-
-MAX_PARALLEL_CALLS = 8
 
 
 class UnknownTool(LookupError):
@@ -152,7 +151,8 @@ def tool_executions_attempt(
             return runners.Attempt(outcome, attempts, tool["max_attempts"])
 
     effects: dict[str, runners.Attempt | runners.AlreadyFinished] = {}
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, max(1, len(running)))) as pool:
+    parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
+    with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(running)))) as pool:
         # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.
         calls = [(execution_id, contextvars.copy_context()) for execution_id in running]
         results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)

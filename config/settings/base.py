@@ -167,6 +167,10 @@ KAFKA_SSL_CA_LOCATION = env.str("KAFKA_SSL_CA_LOCATION", default="")
 SENTINAI = {
     # Events per broker message (the unit of transport).
     "BATCH_SIZE": env.int("SENTINAI_BATCH_SIZE", default=500),
+    # Per agent, instead of BATCH_SIZE: {"tool": 4}. An agent whose workers hold few calls in flight (a
+    # slow tool) needs small messages, or one worker holds a backlog its idle peers cannot take
+    # (docs/performance.md, "Horizontal scale"). Every process must be given the same values.
+    "AGENT_BATCH_SIZES": env.json("SENTINAI_AGENT_BATCH_SIZES", default={}),
     # Outbox rows older than this that were never published are republished by the relay.
     "OUTBOX_GRACE_SECONDS": env.float("SENTINAI_OUTBOX_GRACE_SECONDS", default=5.0),
     # A published outbox row not consumed this long after its send is sent again (a broker lost it, or it
@@ -189,6 +193,8 @@ SENTINAI = {
     "RETRY_POLICIES": env.json("SENTINAI_RETRY_POLICIES", default={}),
     "DOMAIN_PACK_DIRS": env.list("SENTINAI_DOMAIN_PACK_DIRS", default=[str(BASE_DIR / "domain_packs")]),
     "MAX_PAYLOAD_BYTES": env.int("SENTINAI_MAX_PAYLOAD_BYTES", default=256 * 1024),
+    # Tool calls a tool worker's batch makes at once (a downstream that takes one call at a time: 1).
+    "TOOL_PARALLEL_CALLS": env.int("SENTINAI_TOOL_PARALLEL_CALLS", default=8),
     # Swap an agent's implementation: {"triage": "module:attribute"} (benchmarks, framework tests).
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).

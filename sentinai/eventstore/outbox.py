@@ -1,8 +1,9 @@
 """The outbox: what is owed to agent queues, and the only code that sends to the broker.
 
 `offer` owes stored events to agent queues inside the appending transaction: one outbox row per batch
-of at most BATCH_SIZE events of one tenant for one queue. That is how new events (the event store's
-append), retries, released parked events and replays reach an agent.
+of at most BATCH_SIZE events (the agent's AGENT_BATCH_SIZES entry if set) of one tenant for one
+queue. That is how new events (the event store's append), retries, released parked events and
+replays reach an agent.
 
 Fast path: after the appending transaction commits, its outbox rows are published (one message per
 row, a batch of events of one tenant for one agent, to that tenant's lane of the agent:
@@ -70,13 +71,13 @@ def offer(
     *,
     envelopes: Sequence[Envelope] = (),
 ) -> list[OutboxRow]:
-    """Owe stored events to agent queues: outbox rows (batches of at most BATCH_SIZE), published
+    """Owe stored events to agent queues: outbox rows (batches of at most routing.batch_size), published
     after the caller's transaction commits. `envelopes` spares the publisher reading them back."""
     if not connection.in_atomic_block:
         raise RuntimeError("the outbox is written only inside the caller's transaction")
-    batch_size = settings.SENTINAI["BATCH_SIZE"]
     wanted = []
     for queue, event_ids in event_ids_by_queue.items():
+        batch_size = routing.batch_size(queue)
         for start in range(0, len(event_ids), batch_size):
             wanted.append(
                 {"tenant_id": tenant_id, "queue": queue, "event_ids": list(event_ids[start : start + batch_size])}

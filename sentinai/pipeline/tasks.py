@@ -65,7 +65,7 @@ def _run_agent(task: Task, agent_name: str, body) -> dict:
 
     batches = {incoming.tenant_id: incoming}
     fetched: dict[str, list[coalesce.Fetched]] = defaultdict(list)
-    batch_size = settings.SENTINAI["BATCH_SIZE"]
+    batch_size = routing.batch_size(agent_name)
     if settings.SENTINAI["COALESCE"] and len(incoming.events) < batch_size // 2:
         # Only from the lane this message came by: another lane's messages wait their turn.
         lane = (task.request.delivery_info or {}).get("routing_key")

@@ -429,3 +429,16 @@ def test_small_messages_waiting_in_a_queue_are_coalesced_into_few_batches(tenant
         transactions = ProcessedEvent.objects.filter(consumer="triage").values("processed_at").distinct().count()
     assert transactions <= 5, f"60 messages took {transactions} transactions"
     assert count(Outbox, queue="triage") == 0
+
+
+def test_an_agents_own_batch_size_cuts_its_messages_and_no_other_agents(tenant, settings):
+    """AGENT_BATCH_SIZES: the tool queue's messages carry at most its size, so workers that make one
+    call at a time share a backlog; other queues keep BATCH_SIZE."""
+    settings.SENTINAI = {**settings.SENTINAI, "BATCH_SIZE": 500, "AGENT_BATCH_SIZES": {"tool": 2}}
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    with tenant_scope(TENANT), transaction.atomic():
+        rows = outbox.offer(TENANT, {"tool": ids, "triage": ids})
+        transaction.set_rollback(True)  # the events do not exist: only the rows' shape is looked at
+    assert sorted(len(r.event_ids) for r in rows if r.queue == "tool") == [1, 2, 2]
+    assert [len(r.event_ids) for r in rows if r.queue == "triage"] == [5]
+    assert [e for r in rows if r.queue == "tool" for e in r.event_ids] == ids  # in order, each once

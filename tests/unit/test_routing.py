@@ -139,3 +139,12 @@ def test_a_worker_on_several_lanes_keeps_a_slot_that_no_lane_may_take():
     assert lane_share(2, queues=4) == 1 and lane_share(4, queues=30) == 3
     # One slot cannot be shared; a worker on one lane (a tenant's own) uses all its slots.
     assert lane_share(1, queues=4) == 1 and lane_share(4, queues=1) == 4
+
+
+def test_an_agent_may_have_a_batch_size_of_its_own(settings):
+    settings.SENTINAI = {**settings.SENTINAI, "BATCH_SIZE": 500, "AGENT_BATCH_SIZES": {"tool": 4}}
+    assert routing.batch_size("tool") == 4 and routing.batch_size("triage") == 500
+    for bad in (0, -1, "8", 2.5, True):
+        settings.SENTINAI = {**settings.SENTINAI, "AGENT_BATCH_SIZES": {"tool": bad}}
+        with pytest.raises(ValueError, match="batch size of 'tool'"):
+            routing.batch_size("tool")
