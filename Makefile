@@ -16,7 +16,7 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 # Kafka relay): DATABASE_URL with the platform role's name unless set (docs/security.md).
 PLATFORM_DATABASE_URL   ?= $(subst //sentinai_app,//sentinai_platform,$(DATABASE_URL))
 
-.PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-framework bench-queries bench-queries-ingesting bench-ingest bench-stream clean help
+.PHONY: run stack test test-tools lint format migrate services services-stop bench bench-pipeline bench-framework bench-queries bench-queries-ingesting bench-ingest bench-stream bench-scale clean help
 
 help:
 	@echo "make run    - the whole platform in one process (SQLite + in-process broker by default)"
@@ -25,6 +25,7 @@ help:
 	@echo "make services | services-stop - install/start the local services, stop those it started"
 	@echo "make bench - the real pipeline behind the HTTP API; bench-framework - pass-through agents"
 	@echo "make bench-ingest - command latency (single and batch POSTs) on the make stack topology at 50 % load"
+	@echo "make bench-scale - tool throughput with 1, 2, 4, 8 worker processes, and with a second host (netns)"
 	@echo "make bench-queries | bench-queries-ingesting - read latency at 1 M exceptions (idle | while ingesting)"
 	@echo "make lint | format | migrate | clean"
 
@@ -38,6 +39,10 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 	touch $@
 
 run: $(VENV)/.runtime
@@ -120,6 +125,12 @@ bench-queries-ingesting: $(VENV)/.dev services
 # tune-postgres.sh: make stack runs on PostgreSQL as installed.
 bench-ingest: $(VENV)/.dev services
 	$(BIN)/python bench/ingest.py
+
+# Horizontal scale: 1, 2, 4, 8 tool workers against a 50 ms HTTP tool, then one agent type scaled by
+# adding a host (network namespaces: needs root). Runs on PostgreSQL, RabbitMQ and Redis of its own
+# (the installed binaries; `services` makes sure they are there). Writes a plot (matplotlib).
+bench-scale: $(VENV)/.bench services
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache   # .cache/ (the Kafka jars) is kept; delete it by hand

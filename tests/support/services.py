@@ -12,6 +12,7 @@ touches the shared services of scripts/services.sh, the rest of the suite or ano
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import shutil
@@ -45,7 +46,11 @@ def _port_open(port: int) -> bool:
 
 
 class PrivatePostgres:
-    def __init__(self, base: Path):
+    """`also_listen`: an address besides loopback to listen on (and trust connections from its /24), e.g. a
+    bridge that network-namespace hosts reach it by (bench/scale.py)."""
+
+    def __init__(self, base: Path, also_listen: str | None = None):
+        self.also_listen = also_listen
         self.dir = base / "pg"
         self.data = self.dir / "data"
         self.port = free_port()
@@ -64,9 +69,14 @@ class PrivatePostgres:
             self._as_postgres(
                 str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"
             )
+            listen = ",".join(["127.0.0.1", *([self.also_listen] if self.also_listen else [])])
+            if self.also_listen:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    network = ipaddress.ip_network(f"{self.also_listen}/24", strict=False)
+                    hba.write(f"host all all {network} trust\n")
             with (self.data / "postgresql.conf").open("a") as conf:
                 conf.write(
-                    f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.dir}'\n"
+                    f"port = {self.port}\nlisten_addresses = '{listen}'\nunix_socket_directories = '{self.dir}'\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
                 )
             self._up()
@@ -103,8 +113,8 @@ class PrivatePostgres:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
 
-    def url(self, role: str = "sentinai_app", db: str = "sentinai") -> str:
-        return f"postgres://{role}@127.0.0.1:{self.port}/{db}"
+    def url(self, role: str = "sentinai_app", db: str = "sentinai", host: str = "127.0.0.1") -> str:
+        return f"postgres://{role}@{host}:{self.port}/{db}"
 
     def cleanup(self) -> None:
         self.stop(mode="immediate")
@@ -112,7 +122,8 @@ class PrivatePostgres:
 
 
 class PrivateRabbit:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, also_listen: str | None = None):
+        self.also_listen = also_listen
         self.dir = base / "rabbit"
         self.port = free_port()
         self.dist_port = free_port()
@@ -154,6 +165,7 @@ class PrivateRabbit:
             f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
             # A fault test restarts the broker: keep the node's own recovery quick.
             "heartbeat = 10\n"
+            + (f"listeners.tcp.bridge = {self.also_listen}:{self.port}\n" if self.also_listen else "")
         )
         (self.dir / "advanced.config").write_text("[].\n")
         (self.dir / "enabled_plugins").write_text("[].\n")
@@ -185,8 +197,8 @@ class PrivateRabbit:
         self.ctl("start_app")
         self.await_startup()
 
-    def url(self, vhost: str = "sentinai") -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
+    def url(self, vhost: str = "sentinai", host: str = "127.0.0.1") -> str:
+        return f"amqp://guest:guest@{host}:{self.port}/{vhost}"
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -200,7 +212,8 @@ class PrivateRabbit:
 
 
 class PrivateRedis:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, also_listen: str | None = None):
+        self.also_listen = also_listen
         self.dir = base / "redis"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -208,7 +221,7 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            ["redis-server", "--bind", "127.0.0.1", *([self.also_listen] if self.also_listen else []), "--port", str(self.port), "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
             start_new_session=True,
         )  # fmt: skip
@@ -225,8 +238,8 @@ class PrivateRedis:
         time.sleep(down_seconds)
         self.start()
 
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    def url(self, db: int = 0, host: str = "127.0.0.1") -> str:
+        return f"redis://{host}:{self.port}/{db}"
 
     def cleanup(self) -> None:
         self.stop()
