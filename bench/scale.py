@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import ApiClient, scenario_item, wait_http  # noqa: E402
-from tests.support.host import free_port  # noqa: E402
+from tests.support.host import free_port, unconfigured_env  # noqa: E402
 from tests.support.services import PrivatePostgres, PrivateRabbit, PrivateRedis  # noqa: E402
 
 TENANT = "scale-finance"
@@ -150,11 +150,7 @@ class Platform:
     # --- life cycle ---------------------------------------------------------------------------
     def env(self, host: int | None = None, *, platform: bool = False, **extra: str) -> dict[str, str]:
         address = "127.0.0.1" if host is None else SERVICE_ADDRESS
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "PROMETHEUS", "SENTINAI_", "KAFKA_"))
-        }
+        env = unconfigured_env()
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings.local",

@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARIABLES = ("DATABASE_URL", "DATABASE_OWNER_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 
 
+# Prefixes of every variable that configures a platform process (services, settings, metrics, stream).
+PLATFORM_PREFIXES = ("DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "PROMETHEUS", "SENTINAI_", "KAFKA_")
+
+
+def unconfigured_env() -> dict[str, str]:
+    """This environment less every variable that configures a platform process: the base of a
+    process that is then given its own services."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(PLATFORM_PREFIXES)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.support.host import ROOT, free_port
+from tests.support.host import ROOT, free_port, unconfigured_env
 from tests.support.services import PrivatePostgres, PrivateRabbit, PrivateRedis
 
 BIN = Path(sys.executable).parent
@@ -77,11 +77,7 @@ class Topology:
     # --- life cycle ---------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "PROMETHEUS", "SENTINAI_", "KAFKA_"))
-        }
+        env = unconfigured_env()
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "config.settings.local",
