@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,16 +172,19 @@ class Platform:
         return env
 
     def start(self) -> Platform:
+        started = time.monotonic()
         if self.network:
             self.network.up()
-        self.postgres.start()
-        self.rabbit.start()
-        self.redis.start()
-        manage = [sys.executable, "manage.py"]
-        subprocess.run(
-            [*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
-            env={**self.env(), "DATABASE_OWNER_URL": self.postgres.url("sentinai")},
-        )  # fmt: skip
+        # RabbitMQ's node boots while PostgreSQL starts and is migrated (each takes seconds).
+        with ThreadPoolExecutor(2) as pool:
+            broker = pool.submit(lambda: (self.rabbit.start(), self.redis.start()))
+            self.postgres.start()
+            manage = [sys.executable, "manage.py"]
+            subprocess.run(
+                [*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
+                env={**self.env(), "DATABASE_OWNER_URL": self.postgres.url("sentinai")},
+            )  # fmt: skip
+            broker.result()
         self._tenant()
         self.spawn(
             "toolserver",
@@ -195,6 +199,7 @@ class Platform:
             platform=True, group="api",
         )  # fmt: skip
         wait_http(self.api_port)
+        print(f"[setup] services, schema, tenant and API ready in {time.monotonic() - started:.0f} s", flush=True)
         return self
 
     def _tenant(self) -> None:

@@ -17,8 +17,8 @@ from tests.support.host import ROOT
 def test_the_scale_bench_adds_a_host_whose_tool_workers_take_their_share(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DJANGO_SETTINGS"))}
     proc = subprocess.run(
-        [sys.executable, "bench/scale.py", "--processes", "", "--host-tools", "1", "--seconds", "3",
-         "--warmup", "2", "--out", str(tmp_path)],
+        [sys.executable, "bench/scale.py", "--processes", "", "--host-tools", "1", "--seconds", "2",
+         "--warmup", "1", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
