@@ -32,7 +32,8 @@ stop. The tool server's counts say whether any execution was called twice and wh
 called it.
 
 Printed and written to bench/results/scale-<time>/result.json, with scale.png (matplotlib). Needs
-root for the network namespaces (`ip netns`); --no-hosts runs (a) alone.
+root for the network namespaces (`ip netns`); --no-hosts runs (a) alone. The bridge and namespaces
+have fixed names (sntai0, sentinai-h1 …): one run per machine at a time.
 
     python bench/scale.py [--processes 1,2,4,8] [--seconds 30] [--host-tools 2] [--tool-batch 4] [--no-hosts]
 """
