@@ -50,3 +50,17 @@ def processes() -> Iterator[Proc]:
         comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
         fields = stat.rsplit(")", 1)[1].split()
         yield Proc(int(entry.name), int(fields[1]), comm, cmdline, (int(fields[11]) + int(fields[12])) / tick)
+
+
+def cpu_by_ancestor(roots: dict[int, str], procs: Iterator[Proc] | None = None) -> dict[str, float]:
+    """CPU seconds so far per group: each process counts for the nearest of its ancestors (itself
+    included) that `roots` names (pid -> group); processes under no root are left out."""
+    table = {p.pid: p for p in (processes() if procs is None else procs)}
+    totals: dict[str, float] = {}
+    for proc in table.values():
+        pid = proc.pid
+        while pid in table and pid not in roots:
+            pid = table[pid].ppid
+        if pid in roots:
+            totals[roots[pid]] = totals.get(roots[pid], 0.0) + proc.cpu_seconds
+    return totals

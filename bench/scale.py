@@ -57,7 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import ApiClient, scenario_item, wait_http  # noqa: E402
+from bench.pipeline import ApiClient, cpu_busy, scenario_item, wait_http  # noqa: E402
 from tests.support.host import free_port, unconfigured_env  # noqa: E402
 from tests.support.services import PrivatePostgres, PrivateRabbit, PrivateRedis  # noqa: E402
 
@@ -310,25 +310,21 @@ class Platform:
 
         from config import routing
 
-        deadline = time.monotonic() + timeout
-        with Connection(self.rabbit.url()) as broker:
-            while time.monotonic() < deadline:
-                channel = broker.default_channel
-                counts = {}
-                for agent in wanted:
-                    try:
-                        counts[agent] = channel.queue_declare(
-                            routing.agent_lanes(agent)[0], passive=True
-                        ).consumer_count
-                    except Exception:  # not declared yet: its workers are not up
-                        counts[agent] = 0
-                        broker.release()
-                        broker = Connection(self.rabbit.url())
-                        break
-                if all(counts.get(a, 0) >= n for a, n in wanted.items()):
-                    return
-                self.check_alive()
-                time.sleep(0.5)
+        deadline, counts = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            # A connection per poll: a passive declare of a queue not declared yet closes its channel.
+            with Connection(self.rabbit.url()) as broker:
+                try:
+                    channel = broker.default_channel
+                    counts = {
+                        a: channel.queue_declare(routing.agent_lanes(a)[0], passive=True).consumer_count for a in wanted
+                    }
+                except Exception:  # not declared yet: its workers are not up
+                    counts = {}
+            if all(counts.get(a, 0) >= n for a, n in wanted.items()):
+                return
+            self.check_alive()
+            time.sleep(0.5)
         raise TimeoutError(f"workers not consuming after {timeout}s: wanted {wanted}, saw {counts}")
 
     def check_alive(self) -> None:
@@ -369,47 +365,51 @@ class Platform:
         for service, group in ((self.rabbit, "rabbitmq"), (self.redis, "redis")):
             if service.proc is not None:
                 roots[service.proc.pid] = group
-        procs = {p.pid: p for p in procstat.processes()}
-        totals: dict[str, float] = {}
-        for proc in procs.values():
-            pid = proc.pid
-            while pid in procs and pid not in roots:
-                pid = procs[pid].ppid
-            if pid in roots:
-                totals[roots[pid]] = totals.get(roots[pid], 0.0) + proc.cpu_seconds
-        return totals
-
-    def scalar(self, sql: str):
-        import psycopg
-
-        with psycopg.connect(self.postgres.url("postgres", db="sentinai"), autocommit=True) as conn:
-            return conn.execute(sql).fetchone()[0]
-
-    def rows(self, sql: str) -> list[tuple]:
-        import psycopg
-
-        with psycopg.connect(self.postgres.url("postgres", db="sentinai"), autocommit=True) as conn:
-            return conn.execute(sql).fetchall()
-
-    def queue_depths(self, agents: tuple[str, ...]) -> dict[str, int]:
-        """Messages ready on each agent's lanes (summed), by passive declares on one connection."""
-        from kombu import Connection
-
-        from config import routing
-
-        with Connection(self.rabbit.url()) as broker:
-            channel = broker.default_channel
-            return {
-                agent: sum(
-                    channel.queue_declare(lane, passive=True).message_count for lane in routing.agent_lanes(agent)
-                )
-                for agent in agents
-            }
+        return procstat.cpu_by_ancestor(roots)
 
     def tool_stats(self) -> dict:
         import httpx
 
         return httpx.get(f"http://{self.tool_address}:{self.tool_port}/stats", timeout=10).json()
+
+
+class Probe:
+    """One PostgreSQL connection (the superuser's: it reads across tenants) and one broker connection
+    for a point's samples, rather than new ones for every read."""
+
+    def __init__(self, platform: Platform):
+        import psycopg
+        from kombu import Connection
+
+        self.db = psycopg.connect(platform.postgres.url("postgres", db="sentinai"), autocommit=True)
+        self.broker = Connection(platform.rabbit.url())
+
+    def open_exceptions(self) -> int:
+        return self.db.execute("SELECT count(*) FROM exception WHERE closed_at IS NULL").fetchone()[0]
+
+    def sample(self) -> tuple[int, dict[str, int]]:
+        """Tool calls completed so far, and what waits where: open exceptions by status, executions
+        requested or running, messages ready on the tool and playbook lanes."""
+        from config import routing
+
+        rows = self.db.execute(
+            "SELECT 'completed', count(*) FILTER (WHERE status = 'succeeded') FROM tool_execution "
+            "UNION ALL SELECT 'execution ' || status, count(*) FROM tool_execution "
+            "WHERE status IN ('requested', 'running') GROUP BY status "
+            "UNION ALL SELECT 'exception ' || status, count(*) FROM exception WHERE closed_at IS NULL GROUP BY status"
+        ).fetchall()
+        waiting = dict(rows)
+        completed = waiting.pop("completed")
+        channel = self.broker.default_channel
+        for agent in ("tool", "playbook"):
+            waiting[agent] = sum(
+                channel.queue_declare(lane, passive=True).message_count for lane in routing.agent_lanes(agent)
+            )
+        return completed, waiting
+
+    def close(self) -> None:
+        self.db.close()
+        self.broker.release()
 
 
 class Point:
@@ -423,60 +423,69 @@ class Point:
         self.processes = sum(count for _, count in placement)
         self.window = 16 * self.processes + 16
         self.stopping = threading.Event()
+        self.lock = threading.Lock()
         self.open = 0
         self.posted = 0
+        self.errors: list[str] = []
         self.samples: list[tuple[float, int]] = []
         self.depths: list[tuple[float, dict[str, int]]] = []
 
-    def _sampler(self, started: float) -> None:
+    def _sampler(self, probe: Probe, started: float) -> None:
         while not self.stopping.is_set():
-            completed = self.platform.scalar("SELECT count(*) FROM tool_execution WHERE status = 'succeeded'")
-            self.open = self.platform.scalar("SELECT count(*) FROM exception WHERE closed_at IS NULL")
+            completed, waiting = probe.sample()
             now = time.monotonic() - started
-            self.samples.append((now, int(completed)))
-            depths = self.platform.queue_depths(("tool", "playbook"))
-            for status, count in self.platform.rows(
-                "SELECT 'execution ' || status, count(*) FROM tool_execution WHERE status IN ('requested', 'running') "
-                "GROUP BY status UNION ALL SELECT 'exception ' || status, count(*) FROM exception "
-                "WHERE closed_at IS NULL GROUP BY status"
-            ):
-                depths[status] = count
-            self.depths.append((now, depths))
+            with self.lock:
+                self.open = sum(n for what, n in waiting.items() if what.startswith("exception "))
+            self.samples.append((now, completed))
+            self.depths.append((now, waiting))
             time.sleep(0.25)
 
     def _client(self) -> None:
         client = ApiClient(self.platform.api_port, self.platform.key)
-        while not self.stopping.is_set():
-            if self.open + 8 > self.window:
-                time.sleep(0.02)
-                continue
-            items = [scenario_item("settlement_medium", self.posted + i, f"scale-{self.label}") for i in range(8)]
-            status, body, _ = client.post(f"/api/exceptions/{TENANT}/batch", {"items": items})
-            if status != 202 or body.get("accepted") != len(items):
-                raise SystemExit(f"batch ingest answered {status}: {str(body)[:300]}")
-            self.posted += len(items)
-            self.open += len(items)  # until the sampler's next count
+        try:
+            while not self.stopping.is_set():
+                with self.lock:
+                    # Room in the window, and numbers no other client thread takes (distinct source refs).
+                    first = self.posted if self.open + 8 <= self.window else None
+                    if first is not None:
+                        self.posted += 8
+                        self.open += 8  # until the sampler's next count
+                if first is None:
+                    time.sleep(0.02)
+                    continue
+                items = [scenario_item("settlement_medium", first + i, f"scale-{self.label}") for i in range(8)]
+                status, body, _ = client.post(f"/api/exceptions/{TENANT}/batch", {"items": items})
+                if status != 202 or body.get("accepted") != len(items):
+                    raise RuntimeError(f"batch ingest answered {status}: {str(body)[:300]}")
+        except Exception as exc:  # a thread's exception would end it silently: the point reports it
+            self.errors.append(f"client: {exc}")
+            self.stopping.set()
 
     def run(self) -> dict:
         platform, args = self.platform, self.args
         print(f"[{self.label}] starting {self.processes} tool worker(s): {self.placement}", flush=True)
         tools = platform.start_tools(self.placement, self.label)
         before = platform.tool_stats()
-        started = time.monotonic()
-        threads = [threading.Thread(target=self._sampler, args=(started,), daemon=True)]
+        started, probe = time.monotonic(), Probe(platform)
+        threads = [threading.Thread(target=self._sampler, args=(probe, started), daemon=True)]
         threads += [threading.Thread(target=self._client, daemon=True) for _ in range(2)]
         for thread in threads:
             thread.start()
         time.sleep(args.warmup)
-        busy0, cpu0, window_start = _cpu_busy(), platform.cpu_by_component(), time.monotonic()
+        busy0, cpu0, window_start = cpu_busy(), platform.cpu_by_component(), time.monotonic()
         time.sleep(args.seconds)
-        busy1, cpu1, window_end = _cpu_busy(), platform.cpu_by_component(), time.monotonic()
+        busy1, cpu1, window_end = cpu_busy(), platform.cpu_by_component(), time.monotonic()
         self.stopping.set()
         for thread in threads:
             thread.join(timeout=30)
+        if self.errors:
+            probe.close()
+            platform.stop_procs(tools)
+            raise SystemExit(f"[{self.label}] {self.errors[0]}")
         rate = steady_rate(self.samples, args.warmup, args.warmup + args.seconds)
         inside = [(t, d) for t, d in self.depths if args.warmup <= t <= args.warmup + args.seconds]
-        drained = self._drain()
+        drained = self._drain(probe)
+        probe.close()
         after = platform.tool_stats()
         platform.stop_procs(tools)
         calls = after["requests"] - before["requests"]
@@ -489,13 +498,14 @@ class Point:
             "exceptions_per_minute": round(rate * 60 / CALLS_PER_EXCEPTION),
             "ideal_calls_per_second": round(self.processes / args.tool_delay, 1),
             "machine_cpu_busy": round((busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]), 3),
-            # Cores used per component over the counted window (a component's processes that ended
-            # meanwhile are left out; none does here).
-            # Where the work waited: messages ready on the tool and playbook queues over the window.
+            # Where the work waited over the window: open exceptions by status, executions requested or
+            # running, messages ready on the tool and playbook lanes.
             "waiting_mean": {
                 what: round(sum(d.get(what, 0) for _, d in inside) / max(1, len(inside)), 1)
                 for what in sorted({k for _, d in inside for k in d})
             },
+            # Cores used per component over the counted window (a component's processes that ended
+            # meanwhile are left out; none does here).
             "cores_by_component": {
                 group: round((cpu1[group] - cpu0.get(group, 0.0)) / (window_end - window_start), 3)
                 for group in sorted(cpu1)
@@ -526,19 +536,14 @@ class Point:
         )
         return result
 
-    def _drain(self, timeout: float = 180) -> bool:
+    @staticmethod
+    def _drain(probe: Probe, timeout: float = 180) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.platform.scalar("SELECT count(*) FROM exception WHERE closed_at IS NULL") == 0:
+            if probe.open_exceptions() == 0:
                 return True
             time.sleep(0.5)
         return False
-
-
-def _cpu_busy() -> tuple[float, float]:
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def plot(result: dict, path: Path) -> None:
