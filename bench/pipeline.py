@@ -386,6 +386,10 @@ def postgres_settings() -> dict:
     return settings
 
 
+# Outbox rows ever made (one per broker message of a batch): the id sequence, exact at once.
+OUTBOX_ROWS_MADE = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')::regclass), 0)"
+
+
 def scalar(sql: str, params=()):
     from django.db import connection
 
@@ -567,6 +571,7 @@ class ProductRun:
     def throughput(self) -> dict:
         args = self.args
         work0 = database_work(args.db)
+        messages0 = scalar(OUTBOX_ROWS_MADE)
         busy0, total0 = cpu_busy()
         components0 = process_cpu(args, self.processes.groups)
         started = time.monotonic()
@@ -589,6 +594,7 @@ class ProductRun:
         work1 = database_work(args.db)
         recorded = scalar("SELECT count(*) FROM exception_event")
         applied = scalar("SELECT count(*) FROM processed_event")
+        messages = scalar(OUTBOX_ROWS_MADE) - messages0
         # Steady: between 10 % and 90 % of the recorded events (statistics lag by ~1 s: same both ends).
         final = self.samples[-1][1] if self.samples else 0
         lo = next((s for s in self.samples if s[1] >= final * 0.1), None)
@@ -636,6 +642,7 @@ class ProductRun:
             "machine_cpu_us_per_hop": round(cpu_seconds / max(applied, 1) * 1e6, 1),
             "cpu_us_per_hop_by_component": by_component,
             "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
+            "hops_per_broker_message": round(applied / max(messages, 1), 2),
             # Work PostgreSQL did per agent hop: counts, so unlike CPU time they do not grow when other
             # users load the machine. exception_updates/hot: row versions of the wide projection row.
             "database_work_per_hop": {name: round((work1[name] - work0[name]) / max(applied, 1), 2) for name in work0},
@@ -656,6 +663,10 @@ class ProductRun:
         source = f"bench-lat-{int(load * 100)}"
         client = ApiClient(args.port, self.key)
         before = self.accepted
+        applied0 = scalar("SELECT count(*) FROM processed_event")
+        messages0 = scalar(OUTBOX_ROWS_MADE)
+        busy0, total0 = cpu_busy()
+        components0 = process_cpu(args, self.processes.groups)
         started = time.monotonic()
         next_at = started
         while time.monotonic() - started < args.latency_seconds:
@@ -663,6 +674,16 @@ class ProductRun:
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         self.wait_drained(args.timeout)
+        busy1, total1 = cpu_busy()
+        components1 = process_cpu(args, self.processes.groups)
+        applied = scalar("SELECT count(*) FROM processed_event") - applied0
+        messages = scalar(OUTBOX_ROWS_MADE) - messages0
+        # At a share of the throughput the batches are small: what a hop costs then, and how many
+        # events a broker message carried on average (every agent and the scheduler together).
+        by_component = {
+            name: round(seconds / max(applied, 1) * 1e6, 1)
+            for name, seconds in cpu_by_component(components0, components1).items()
+        }
         rows = sorted(
             float(r[0])
             for r in _rows(
@@ -682,6 +703,10 @@ class ProductRun:
             "p50_ms": round(statistics.median(rows), 1) if rows else None,
             "p99_ms": percentile(rows, 0.99),
             "max_ms": round(rows[-1], 1) if rows else None,
+            "machine_cpu_utilisation": round((busy1 - busy0) / (total1 - total0), 3),
+            "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
+            "cpu_us_per_hop_by_component": by_component,
+            "hops_per_broker_message": round(applied / max(messages, 1), 2),
         }
 
     def execute(self) -> dict:
@@ -997,7 +1022,8 @@ def report_product(r: dict) -> None:
     parts = ", ".join(f"{k} {v}" for k, v in r["cpu_us_per_hop_by_component"].items())
     print(
         f"  CPU per agent hop: {r['cpu_us_per_hop_ours']} us ours ({parts}); machine {r['machine_cpu_us_per_hop']} us "
-        f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine)"
+        f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine); "
+        f"{r['hops_per_broker_message']} hops per broker message"
     )
     work = r.get("database_work_per_hop") or {}
     print("  PostgreSQL work per agent hop: " + ", ".join(f"{k} {v}" for k, v in work.items()))
@@ -1005,7 +1031,9 @@ def report_product(r: dict) -> None:
         print(
             f"  latency at {row['load']:.0%} load ({row['exceptions_per_min']:,} exceptions/min, "
             f"~{row['recorded_events_per_min']:,} recorded events/min): p50 {row['p50_ms']} ms, "
-            f"p99 {row['p99_ms']} ms over {row['measured']:,} exceptions"
+            f"p99 {row['p99_ms']} ms over {row['measured']:,} exceptions; {row['cpu_us_per_hop_ours']} us CPU "
+            f"per hop ours at {row['machine_cpu_utilisation']:.0%} busy, {row['hops_per_broker_message']} hops "
+            f"per broker message"
         )
     if r.get("stream_lag_max_s") is not None:
         spread = f", p50 {r['stream_lag_p50_s']} s, p95 {r['stream_lag_p95_s']} s" if "stream_lag_p50_s" in r else ""

@@ -52,7 +52,7 @@ def _configure(app: Celery) -> None:
         broker_connection_max_retries=None,
         broker_pool_acquire_timeout=10,
         broker_heartbeat=30,
-        worker_send_task_events=True,
+        worker_send_task_events=settings.CELERY_WORKER_SEND_TASK_EVENTS,
         task_send_sent_event=False,
         worker_consumer="sentinai.pipeline.worker:Consumer",
         worker_hijack_root_logger=False,

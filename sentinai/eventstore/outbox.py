@@ -7,8 +7,13 @@ replays reach an agent.
 
 Fast path: after the appending transaction commits, its outbox rows are published (one message per
 row, a batch of events of one tenant for one agent, to that tenant's lane of the agent:
-`routing.lane_queue`) with publisher confirms, and stamped `published_at`. The consuming agent
-deletes the row when it has processed the batch.
+`routing.lane_queue`) with publisher confirms. The rows are written already stamped `published_at`
+(send count 1) for that send, so that a successful publish costs no second transaction; a publish
+that fails (or that the fast path skips, paused after a broker failure) takes the stamp back, and the
+relay sends the rows after OUTBOX_GRACE_SECONDS. The consuming agent deletes the row when it has
+processed the batch. The one case the stamp gets wrong - a process that dies between its commit and
+its publish - is a published row not consumed, which the relay re-sends after
+OUTBOX_REDELIVER_SECONDS: late, never lost.
 
 Relay (the scheduler, every tick): republishes rows the fast path never published (process crash
 between commit and publish, broker outage) and rows published but not consumed in time, whatever the
@@ -75,12 +80,20 @@ def offer(
     after the caller's transaction commits. `envelopes` spares the publisher reading them back."""
     if not connection.in_atomic_block:
         raise RuntimeError("the outbox is written only inside the caller's transaction")
+    # Stamped for the fast path's send (see the module's docstring), unless the fast path is paused.
+    fast = time.monotonic() >= _paused_until
+    stamp = {"published_at": timezone.now(), "publish_count": 1} if fast else {}
     wanted = []
     for queue, event_ids in event_ids_by_queue.items():
         batch_size = routing.batch_size(queue)
         for start in range(0, len(event_ids), batch_size):
             wanted.append(
-                {"tenant_id": tenant_id, "queue": queue, "event_ids": list(event_ids[start : start + batch_size])}
+                {
+                    "tenant_id": tenant_id,
+                    "queue": queue,
+                    "event_ids": list(event_ids[start : start + batch_size]),
+                    **stamp,
+                }
             )
     if not wanted:
         return []
@@ -94,7 +107,8 @@ def offer(
         )
         for row_id, queue, event_ids in inserted
     ]
-    transaction.on_commit(partial(publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
+    if fast:
+        transaction.on_commit(partial(publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
     return rows
 
 
@@ -174,11 +188,16 @@ def _mark_published(ids: Sequence[int]) -> None:
 
 
 def publish_after_commit(rows: Sequence[OutboxRow], envelopes: dict[str, Envelope]) -> None:
-    """The fast path (an on_commit callback). Never raises: what it cannot publish the relay will."""
+    """The fast path (an on_commit callback) for rows `offer` stamped as sent. Never raises: rows it
+    cannot publish get their stamp taken back, for the relay."""
     global _paused_until
-    if not rows or time.monotonic() < _paused_until:
+    if not rows:
+        return
+    if time.monotonic() < _paused_until:
+        _unstamp(rows)
         return
     tenant_id = rows[0].tenant_id
+    sent: list[int] = []
     try:
         found = envelopes
         if any(i not in envelopes for row in rows for i in row.event_ids):
@@ -193,16 +212,27 @@ def publish_after_commit(rows: Sequence[OutboxRow], envelopes: dict[str, Envelop
             dependencies.down("broker", exc, consequence="events wait in the outbox; the relay publishes them")
         else:
             logger.warning("fast-path publish failed, the relay will publish %d outbox rows: %s", len(rows), exc)
-        return
-    from sentinai.kernel import dependencies
+    if sent:
+        from sentinai.kernel import dependencies
 
-    dependencies.up("broker")
-    metrics.PUBLISHED.labels("fast").inc(len(sent))
+        dependencies.up("broker")
+        metrics.PUBLISHED.labels("fast").inc(len(sent))
+    if len(sent) < len(rows):
+        done = set(sent)
+        _unstamp([row for row in rows if row.id not in done])
+
+
+def _unstamp(rows: Sequence[OutboxRow]) -> None:
+    """Take back the fast path's stamp of rows it did not send: the relay sends them after the grace
+    period. Should even that fail (the database is down too), the rows stay stamped and the relay
+    re-sends them after OUTBOX_REDELIVER_SECONDS."""
     try:
-        with tenant_scope(tenant_id):
-            _mark_published(sent)
-    except Exception as exc:  # the messages went out; the relay may send them again (harmless)
-        logger.warning("could not stamp outbox rows %s as published: %s", sent, exc)
+        with tenant_scope(rows[0].tenant_id):
+            Outbox.objects.filter(id__in=[row.id for row in rows], publish_count=1).update(
+                published_at=None, publish_count=0
+            )
+    except Exception as exc:
+        logger.warning("could not mark outbox rows %s unpublished: %s", [row.id for row in rows], exc)
 
 
 # A published row not consumed after OUTBOX_REDELIVER_SECONDS is sent again, then after twice that,

@@ -16,7 +16,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu import Producer
 
@@ -335,6 +336,30 @@ def test_the_relay_re_offers_batches_a_broker_lost(tenant, log_dir, settings):
 def queue_depth(queue: str) -> int:
     with celery_app.connection_for_write() as conn:
         return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def test_the_fast_path_publishes_a_batch_stamped_at_commit_without_a_second_transaction(tenant, monkeypatch):
+    monkeypatch.setattr(outbox, "_paused_until", 0.0)  # restored after the test, which pauses the fast path
+    ids = make_exceptions(TENANT, 3)
+    lane = routing.lane_queue("triage", TENANT)
+    with CaptureQueriesContext(connection) as queries:
+        append_many(ids)
+    assert queue_depth(lane) == 1
+    with tenant_scope(TENANT):
+        row = Outbox.objects.get()
+    assert row.published_at is not None and row.publish_count == 1
+    assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "outbox"')]
+    # A send that fails takes the stamp back: the relay sends the row after the grace period.
+    monkeypatch.setattr(outbox, "_send_each", lambda rows, envelopes, sent: (_ for _ in ()).throw(OSError("down")))
+    append_many(make_exceptions(TENANT, 2))
+    with tenant_scope(TENANT):
+        failed = Outbox.objects.exclude(pk=row.pk).get()
+    assert failed.published_at is None and failed.publish_count == 0
+    assert queue_depth(lane) == 1
+    # Paused after that failure, the fast path leaves new rows unstamped for the relay.
+    append_many(make_exceptions(TENANT, 2))
+    with tenant_scope(TENANT):
+        assert Outbox.objects.filter(published_at__isnull=True, publish_count=0).count() == 2
 
 
 def test_the_relay_re_sends_by_age_and_send_count_whatever_the_queue_holds(tenant, settings):
