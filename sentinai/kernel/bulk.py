@@ -38,7 +38,29 @@ def server_cursor() -> Iterator[Any]:
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         # uuid columns come back as canonical strings, the form ids take on the hot path (sentinai.kernel.ids).
         cursor.adapters.register_loader("uuid", TextLoader)
-        yield cursor
+        yield _LoggedCursor(cursor) if connection.queries_logged else cursor
+
+
+class _LoggedCursor:
+    """A server cursor whose statements Django's query log sees (DEBUG, assertNumQueries)."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def execute(self, query, params=None):
+        import time
+
+        started = time.monotonic()
+        try:
+            return self._cursor.execute(query, params)
+        finally:
+            connection.queries_log.append({"sql": query, "time": f"{time.monotonic() - started:.3f}"})
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __iter__(self):
+        return iter(self._cursor)
 
 
 def _json(value: Any) -> str:
