@@ -151,13 +151,22 @@ def tool_executions_attempt(
             return runners.Attempt(outcome, attempts, tool["max_attempts"])
 
     effects: dict[str, runners.Attempt | runners.AlreadyFinished] = {}
-    parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
-    with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(running)))) as pool:
-        # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.
-        calls = [(execution_id, contextvars.copy_context()) for execution_id in running]
-        results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)
-        for execution_id, result in zip(running, results, strict=True):
-            effects[wanted[execution_id].event_id] = result
+    # Builtin tools are in-process Python, so threads would only take turns on the GIL: they run
+    # here, one after the other. Calls that wait on the network run concurrently.
+    waiting = [i for i in running if (tools.get(running[i][1]) or {}).get("kind") == "http"]
+    for execution_id in running:
+        if execution_id not in waiting:
+            effects[wanted[execution_id].event_id] = attempt(execution_id)
+    if len(waiting) == 1:
+        effects[wanted[waiting[0]].event_id] = attempt(waiting[0])
+    elif waiting:
+        parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
+        with ThreadPoolExecutor(max_workers=min(parallel, len(waiting))) as pool:
+            # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.
+            calls = [(execution_id, contextvars.copy_context()) for execution_id in waiting]
+            results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)
+            for execution_id, result in zip(waiting, results, strict=True):
+                effects[wanted[execution_id].event_id] = result
     for execution_id, status in finished.items():
         effects[wanted[execution_id].event_id] = runners.AlreadyFinished(status)
     return effects
