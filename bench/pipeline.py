@@ -718,8 +718,12 @@ class ProductRun:
             result.update(self.throughput())
             result["load_average_after_throughput"] = load_average()
             result["latency"] = []
+            # The phases' rates are shares of this run's throughput, or of a fixed rate (to compare
+            # code changes at the same arrival rate: a faster pipeline would otherwise get more load).
+            base = self.args.latency_base or result["exceptions_per_min"]
+            result["latency_base_exceptions_per_min"] = base
             for load in self.args.latency_loads:
-                row = self.latency(result["exceptions_per_min"], load)
+                row = self.latency(base, load)
                 row["recorded_events_per_min"] = int(
                     row["exceptions_per_min"] * result["events_recorded_per_exception"]
                 )
@@ -934,6 +938,9 @@ def parse_args():
     parser.add_argument("--chunk", type=int, default=500, help="(pass-through) exceptions appended per transaction")
     parser.add_argument("--latency-seconds", type=float, default=15, help="length of each latency phase; 0: none")
     parser.add_argument("--latency-loads", default="0.3,0.5,0.7", help="shares of the measured throughput")
+    parser.add_argument(
+        "--latency-base", type=int, default=0, help="exceptions/min the latency loads are shares of (0: measured)"
+    )
     parser.add_argument("--latency-load", type=float, default=0.3, help="(pass-through) share of the throughput")
     parser.add_argument("--latency-chunk", type=int, default=50, help="exceptions per request in the latency phases")
     parser.add_argument("--timeout", type=float, default=900)

@@ -52,10 +52,16 @@ SHARDS = 16
 # Advisory-lock keys of the shards (two int4 keys: this namespace, the shard).
 LOCK_NAMESPACE = 0x5E4E
 FLUSH_TIMEOUT = 30.0
+# Rounds in a row that delivered nothing while rows waited, after which the relay makes new clients.
+FRESH_CLIENTS_AFTER_ROUNDS = 3
 
 
 class StreamError(RuntimeError):
     """The stream could not publish a shard's rows this round; they stay and are sent again."""
+
+
+class ClusterUnreachable(StreamError):
+    """No metadata from the cluster at all: every other shard of the round would wait the same."""
 
 
 def shard_of(exception_id: str) -> int:
@@ -129,7 +135,12 @@ class Topics:
         try:
             metadata = self.admin.list_topics(topic=topic, timeout=10)
         except KafkaException as exc:  # the cluster is unreachable: the rows wait for the next round
-            raise StreamError(f"no metadata for topic {topic}: {exc.args[0].str()}") from exc
+            # A new admin client next time: one that lived through a broker restart was seen to keep
+            # failing its metadata requests for minutes after the broker was back (CI).
+            from confluent_kafka.admin import AdminClient
+
+            self.admin = AdminClient(kafka.client_config())
+            raise ClusterUnreachable(f"no metadata for topic {topic}: {exc.args[0].str()}") from exc
         found = metadata.topics.get(topic)
         if found is not None and found.error is None:
             self.known.add(topic)
@@ -405,6 +416,8 @@ def relay_round(producer, topics: Topics, limit: int | None = None) -> RoundResu
             # reconnects by itself.
             result.waited = True
             result.errors.append(f"stream shards {', '.join(map(str, locked))} wait: {exc}")
+            if isinstance(exc, ClusterUnreachable):
+                break  # the next round (after the relay's backoff) tries again
             continue
         sent_total += sent
         metrics.STREAM_PUBLISHED.inc(sent)
@@ -425,7 +438,7 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
     from sentinai.kernel import dependencies
 
     producer, topics = new_producer(), Topics()
-    backoff, down = 0.5, False
+    backoff, down, fruitless = 0.5, False, 0
     while not should_stop():
         try:
             sent = relay_round(producer, topics)
@@ -447,9 +460,16 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
             down = False
         if sent.waited and not sent:
             dependencies.down("kafka", "the cluster did not answer", consequence="events wait in the stream outbox")
+            fruitless += 1
+            if fruitless >= FRESH_CLIENTS_AFTER_ROUNDS:
+                # Clients that lived through a broker restart do not always recover (seen in CI: the
+                # admin client's metadata requests kept failing minutes after the broker was back).
+                logger.info("stream relay: %d rounds without a delivery; starting new Kafka clients", fruitless)
+                producer, topics, fruitless = new_producer(), Topics(), 0
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
         else:
+            fruitless = 0
             if sent:
                 dependencies.up("kafka")
             backoff = 0.5

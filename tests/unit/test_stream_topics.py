@@ -38,3 +38,59 @@ def test_a_creation_the_cluster_does_not_answer_is_a_stream_error_and_is_asked_a
             topics.ensure("sentinai.events.acme")
     assert topics.admin.created == ["sentinai.events.acme"] * 2  # not cached as known: asked again
     assert "sentinai.events.acme" not in topics.known
+
+
+def test_after_rounds_that_deliver_nothing_the_relay_starts_new_kafka_clients(monkeypatch):
+    """Clients that lived through a broker restart do not always recover (CI saw the admin client's
+    metadata requests fail for minutes after the broker was back): after FRESH_CLIENTS_AFTER_ROUNDS
+    fruitless rounds the relay makes new ones, and a round that delivers resets the count."""
+    from sentinai.eventstore import stream
+
+    made, used = [], []
+
+    def new_producer():
+        made.append(f"producer-{len(made)}")
+        return made[-1]
+
+    def fruitless():
+        result = stream.RoundResult(0)
+        result.waited = True
+        return result
+
+    outcomes = [fruitless()] * stream.FRESH_CLIENTS_AFTER_ROUNDS + [stream.RoundResult(5)] + [fruitless()] * 2
+
+    def relay_round(producer, topics):
+        used.append(producer)
+        return outcomes[len(used) - 1]
+
+    monkeypatch.setattr(stream, "new_producer", new_producer)
+    monkeypatch.setattr(stream, "Topics", lambda: object())
+    monkeypatch.setattr(stream, "relay_round", relay_round)
+    monkeypatch.setattr(stream.time, "sleep", lambda seconds: None)
+    from sentinai.kernel import dependencies
+
+    try:
+        stream.run_relay(should_stop=lambda: len(used) == len(outcomes))
+    finally:
+        dependencies.up("kafka")  # the fruitless rounds marked it down in this process
+    rounds = stream.FRESH_CLIENTS_AFTER_ROUNDS
+    assert used == ["producer-0"] * rounds + ["producer-1"] * 3
+    assert made == ["producer-0", "producer-1"]
+
+
+def test_a_cluster_that_gives_no_metadata_is_unreachable_and_the_admin_client_is_made_anew(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    from sentinai.eventstore.stream import ClusterUnreachable
+
+    class _Gone:
+        def list_topics(self, topic, timeout):
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    fresh = object()
+    monkeypatch.setattr("confluent_kafka.admin.AdminClient", lambda config: fresh)
+    topics = Topics.__new__(Topics)
+    topics.admin, topics.known = _Gone(), set()
+    with pytest.raises(ClusterUnreachable, match="no metadata for topic sentinai.events.acme"):
+        topics.ensure("sentinai.events.acme")
+    assert topics.admin is fresh  # the next round asks through a new client
