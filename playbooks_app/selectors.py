@@ -309,6 +309,22 @@ def succeeded_step_counts(*, tenant_id: str, exception_ids: list[str]) -> Counte
     """How many playbook steps succeeded for each exception (over all its runs). Two index lookups -
     the runs by the tenant-led playbook_run_exception index, then their steps by run - rather than a
     join: for the join the planner hashes a sequential scan of every step of every run."""
+    if bulk.is_postgres():  # as _batch_runs: fixed-text statements, prepared, no ORM query built per batch
+        runs = dict(
+            bulk.select(
+                f"SELECT id, exception_id FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS}",
+                [tenant_id, bulk.uuid_list(exception_ids)],
+            )
+        )
+        if not runs:
+            return Counter()
+        return Counter(
+            runs[row[0]]
+            for row in bulk.select(
+                f"SELECT run_id FROM playbook_run_step WHERE tenant_id = %s AND run_id {bulk.ANY_UUIDS} AND status = %s",
+                [tenant_id, bulk.uuid_list(runs), StepStatus.SUCCEEDED.value],
+            )
+        )
     runs = dict(
         PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=exception_ids).values_list(
             "id", "exception_id"

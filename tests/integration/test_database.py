@@ -227,3 +227,46 @@ def test_a_projection_change_to_the_value_the_row_holds_is_not_written():
     assert row_version() == before
     write("in_progress")
     assert row_version()[1] == "in_progress" and row_version()[0] != before[0]
+
+
+def test_the_feedback_agents_counts_by_prepared_statements_are_the_tenants_rows_only():
+    """succeeded_step_counts and failed_execution_counts read on the server cursor (prepared after a
+    few batches): the same counts on every call, another tenant's rows never among them."""
+    from collections import Counter
+
+    from playbooks_app.models import PlaybookRun, PlaybookRunStep
+    from playbooks_app.selectors import succeeded_step_counts
+    from tools_app.models import ToolExecution
+    from tools_app.selectors import failed_execution_counts
+
+    for tenant_id in ("acme", "globex"):
+        make_tenant(tenant_id)
+    x0, x1, x2 = make_exceptions("acme", 3)
+    (other,) = make_exceptions("globex", 1)
+
+    def run(tenant_id, exception_id, statuses):
+        row = PlaybookRun.objects.create(tenant_id=tenant_id, exception_id=exception_id, playbook_id=uuid.uuid4())
+        for position, status in enumerate(statuses):
+            PlaybookRunStep.objects.create(
+                run=row, tenant_id=tenant_id, position=position, name=f"s{position}", action="tool", status=status
+            )
+
+    def executions(tenant_id, exception_id, statuses):
+        for status in statuses:
+            ToolExecution.objects.create(tenant_id=tenant_id, exception_id=exception_id, tool_name="t", status=status)
+
+    with tenant_scope("acme"):
+        run("acme", x0, ["succeeded", "succeeded", "failed"])
+        run("acme", x0, ["succeeded"])
+        run("acme", x1, ["pending"])
+        executions("acme", x0, ["failed", "dead_lettered", "succeeded"])
+        executions("acme", x2, ["failed"])
+    with tenant_scope("globex"):
+        run("globex", other, ["succeeded"])
+        executions("globex", other, ["failed"])
+    with tenant_scope("acme"):
+        for _ in range(7):  # past psycopg's prepare threshold (5)
+            assert succeeded_step_counts(tenant_id="acme", exception_ids=[x0, x1, x2, other]) == Counter({x0: 3})
+            assert failed_execution_counts(tenant_id="acme", exception_ids=[x0, x1, x2, other]) == Counter(
+                {x0: 2, x2: 1}
+            )
