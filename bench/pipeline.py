@@ -390,6 +390,43 @@ def postgres_settings() -> dict:
 OUTBOX_ROWS_MADE = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')::regclass), 0)"
 
 
+class PhaseCost:
+    """What one phase cost per agent hop: CPU by component (from /proc) and hops per broker message.
+    Made at the phase's start; `stop()` takes the CPU snapshot when its work is done, `figures()`
+    reads the counts (after any wait for statistics) and returns the figures."""
+
+    def __init__(self, args, groups: dict[int, str]):
+        self.args, self.groups = args, groups
+        self.applied0 = scalar(APPLIED_HOPS)
+        self.messages0 = scalar(OUTBOX_ROWS_MADE)
+        self.busy0, self.total0 = cpu_busy()
+        self.components0 = process_cpu(args, groups)
+
+    def stop(self) -> None:
+        self.busy1, self.total1 = cpu_busy()
+        self.components1 = process_cpu(self.args, self.groups)
+
+    def figures(self) -> tuple[int, dict]:
+        """(hops applied in the phase, its cost figures)."""
+        applied = scalar(APPLIED_HOPS) - self.applied0
+        messages = scalar(OUTBOX_ROWS_MADE) - self.messages0
+        cpu_seconds = (self.busy1 - self.busy0) / os.sysconf("SC_CLK_TCK")
+        by_component = {
+            name: round(seconds / max(applied, 1) * 1e6, 1)
+            for name, seconds in cpu_by_component(self.components0, self.components1).items()
+        }
+        return applied, {
+            "machine_cpu_utilisation": round((self.busy1 - self.busy0) / (self.total1 - self.total0), 3),
+            "machine_cpu_us_per_hop": round(cpu_seconds / max(applied, 1) * 1e6, 1),
+            "cpu_us_per_hop_by_component": by_component,
+            "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
+            "hops_per_broker_message": round(applied / max(messages, 1), 2),
+        }
+
+
+APPLIED_HOPS = "SELECT count(*) FROM processed_event"
+
+
 def scalar(sql: str, params=()):
     from django.db import connection
 
@@ -571,9 +608,7 @@ class ProductRun:
     def throughput(self) -> dict:
         args = self.args
         work0 = database_work(args.db)
-        messages0 = scalar(OUTBOX_ROWS_MADE)
-        busy0, total0 = cpu_busy()
-        components0 = process_cpu(args, self.processes.groups)
+        cost = PhaseCost(args, self.processes.groups)
         started = time.monotonic()
         sampler = threading.Thread(target=self._sampler, args=(started,), daemon=True)
         sampler.start()
@@ -588,13 +623,11 @@ class ProductRun:
         produced = time.monotonic() - started
         drained = self.wait_drained(args.timeout)
         elapsed = time.monotonic() - started
-        busy1, total1 = cpu_busy()
-        components1 = process_cpu(args, self.processes.groups)
+        cost.stop()
         time.sleep(1.5)  # backends report their statistics within a second
         work1 = database_work(args.db)
         recorded = scalar("SELECT count(*) FROM exception_event")
-        applied = scalar("SELECT count(*) FROM processed_event")
-        messages = scalar(OUTBOX_ROWS_MADE) - messages0
+        applied, cost_figures = cost.figures()
         # Steady: between 10 % and 90 % of the recorded events (statistics lag by ~1 s: same both ends).
         final = self.samples[-1][1] if self.samples else 0
         lo = next((s for s in self.samples if s[1] >= final * 0.1), None)
@@ -603,11 +636,6 @@ class ProductRun:
         if lo and hi and hi[0] > lo[0]:
             steady_recorded = int((hi[1] - lo[1]) / (hi[0] - lo[0]) * 60)
             steady_applied = int((hi[2] - lo[2]) / (hi[0] - lo[0]) * 60)
-        cpu_seconds = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
-        by_component = {
-            name: round(seconds / max(applied, 1) * 1e6, 1)
-            for name, seconds in cpu_by_component(components0, components1).items()
-        }
         types = dict(
             Counter(
                 dict(
@@ -638,11 +666,7 @@ class ProductRun:
             "applied_events_per_min": int(applied / elapsed * 60),
             "steady_recorded_events_per_min": steady_recorded,
             "steady_applied_events_per_min": steady_applied,
-            "machine_cpu_utilisation": round((busy1 - busy0) / (total1 - total0), 3),
-            "machine_cpu_us_per_hop": round(cpu_seconds / max(applied, 1) * 1e6, 1),
-            "cpu_us_per_hop_by_component": by_component,
-            "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
-            "hops_per_broker_message": round(applied / max(messages, 1), 2),
+            **cost_figures,
             # Work PostgreSQL did per agent hop: counts, so unlike CPU time they do not grow when other
             # users load the machine. exception_updates/hot: row versions of the wide projection row.
             "database_work_per_hop": {name: round((work1[name] - work0[name]) / max(applied, 1), 2) for name in work0},
@@ -663,10 +687,9 @@ class ProductRun:
         source = f"bench-lat-{int(load * 100)}"
         client = ApiClient(args.port, self.key)
         before = self.accepted
-        applied0 = scalar("SELECT count(*) FROM processed_event")
-        messages0 = scalar(OUTBOX_ROWS_MADE)
-        busy0, total0 = cpu_busy()
-        components0 = process_cpu(args, self.processes.groups)
+        # At a share of the throughput the batches are small: what a hop costs then, and how many
+        # events a broker message carried on average (every agent and the scheduler together).
+        cost = PhaseCost(args, self.processes.groups)
         started = time.monotonic()
         next_at = started
         while time.monotonic() - started < args.latency_seconds:
@@ -674,16 +697,8 @@ class ProductRun:
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         self.wait_drained(args.timeout)
-        busy1, total1 = cpu_busy()
-        components1 = process_cpu(args, self.processes.groups)
-        applied = scalar("SELECT count(*) FROM processed_event") - applied0
-        messages = scalar(OUTBOX_ROWS_MADE) - messages0
-        # At a share of the throughput the batches are small: what a hop costs then, and how many
-        # events a broker message carried on average (every agent and the scheduler together).
-        by_component = {
-            name: round(seconds / max(applied, 1) * 1e6, 1)
-            for name, seconds in cpu_by_component(components0, components1).items()
-        }
+        cost.stop()
+        _, cost_figures = cost.figures()
         rows = sorted(
             float(r[0])
             for r in _rows(
@@ -703,10 +718,7 @@ class ProductRun:
             "p50_ms": round(statistics.median(rows), 1) if rows else None,
             "p99_ms": percentile(rows, 0.99),
             "max_ms": round(rows[-1], 1) if rows else None,
-            "machine_cpu_utilisation": round((busy1 - busy0) / (total1 - total0), 3),
-            "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
-            "cpu_us_per_hop_by_component": by_component,
-            "hops_per_broker_message": round(applied / max(messages, 1), 2),
+            **cost_figures,
         }
 
     def execute(self) -> dict:

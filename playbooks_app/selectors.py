@@ -179,18 +179,13 @@ _JSON_COLUMNS = frozenset({"policy", "output"})
 
 
 def _select(sql: str, params: list[Any], columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Rows as dicts, JSON columns decoded (Django's connection loads jsonb as text)."""
-    json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS]
-    with bulk.server_cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = []
-        for row in cursor:
-            values = list(row)
-            for i in json_at:
-                if isinstance(values[i], (str, bytes)):
-                    values[i] = orjson.loads(values[i])
-            rows.append(dict(zip(columns, values, strict=True)))
-        return rows
+    """bulk.select's rows as dicts, JSON columns decoded (Django's connection loads jsonb as text)."""
+    rows = [dict(zip(columns, row, strict=True)) for row in bulk.select(sql, params)]
+    for row in rows:
+        for name in _JSON_COLUMNS.intersection(row):
+            if isinstance(row[name], (str, bytes)):
+                row[name] = orjson.loads(row[name])
+    return rows
 
 
 def playbook_definitions(
@@ -283,9 +278,7 @@ def _bound_version(tenant: Tenant) -> tuple:
     pack version is bound to the tenant now (binding activates a version's playbook and tool rows in
     one transaction) and its row's last change (overrides rebind it in place)."""
     if bulk.is_postgres():  # the ORM's aggregate took longer to build than the lookup to run
-        with bulk.server_cursor() as cursor:
-            cursor.execute("SELECT max(version) FROM playbook WHERE tenant_id = %s AND is_active", [tenant.id])
-            bound = cursor.fetchone()[0]
+        bound = bulk.select("SELECT max(version) FROM playbook WHERE tenant_id = %s AND is_active", [tenant.id])[0][0]
     else:
         bound = Playbook.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
     return (tenant.id, bound, tenant.updated_at)

@@ -152,14 +152,15 @@ def tool_executions_attempt(
 
     effects: dict[str, runners.Attempt | runners.AlreadyFinished] = {}
     # Builtin tools are in-process Python, so threads would only take turns on the GIL: they run
-    # here, one after the other. Calls that wait on the network run concurrently.
+    # here, one after the other, as does a lone network call. Network calls run concurrently.
     waiting = [i for i in running if (tools.get(running[i][1]) or {}).get("kind") == "http"]
+    if len(waiting) < 2:
+        waiting = []
+    here = set(running).difference(waiting)
     for execution_id in running:
-        if execution_id not in waiting:
+        if execution_id in here:
             effects[wanted[execution_id].event_id] = attempt(execution_id)
-    if len(waiting) == 1:
-        effects[wanted[waiting[0]].event_id] = attempt(waiting[0])
-    elif waiting:
+    if waiting:
         parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
         with ThreadPoolExecutor(max_workers=min(parallel, len(waiting))) as pool:
             # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.

@@ -120,10 +120,14 @@ class Topics:
     """Which tenant topics exist, creating them on first use (cached per process)."""
 
     def __init__(self):
+        self.admin = self._new_admin()
+        self.known: set[str] = set()
+
+    @staticmethod
+    def _new_admin():
         from confluent_kafka.admin import AdminClient
 
-        self.admin = AdminClient(kafka.client_config())
-        self.known: set[str] = set()
+        return AdminClient(kafka.client_config())
 
     CREATE_TIMEOUT = 30.0
 
@@ -137,9 +141,7 @@ class Topics:
         except KafkaException as exc:  # the cluster is unreachable: the rows wait for the next round
             # A new admin client next time: one that lived through a broker restart was seen to keep
             # failing its metadata requests for minutes after the broker was back (CI).
-            from confluent_kafka.admin import AdminClient
-
-            self.admin = AdminClient(kafka.client_config())
+            self.admin = self._new_admin()
             raise ClusterUnreachable(f"no metadata for topic {topic}: {exc.args[0].str()}") from exc
         found = metadata.topics.get(topic)
         if found is not None and found.error is None:

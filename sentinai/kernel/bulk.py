@@ -8,6 +8,7 @@ embedded SQLite default) run the same operations row by row on the same connecti
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -57,8 +58,6 @@ class _LoggedCursor:
         self._cursor = cursor
 
     def execute(self, query, params=None):
-        import time
-
         started = time.monotonic()
         try:
             return self._cursor.execute(query, params)
