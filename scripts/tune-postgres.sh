@@ -14,6 +14,7 @@ declare -A want=(
   [wal_compression]=lz4
   [effective_cache_size]=12GB
   [shared_preload_libraries]=pg_stat_statements
+  [autovacuum_naptime]=10s
 )
 restart=0
 for name in "${!want[@]}"; do

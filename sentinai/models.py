@@ -191,11 +191,17 @@ class StreamOutbox(models.Model):
     shard's rows in id order while holding that shard's lock, and deletes them once Kafka acknowledged
     every event, so an exception's events reach its partition in sequence order whatever the number
     of relay processes.
+
+    `messages` holds the row's events ready to produce, written by the append from the envelopes it
+    just stored (with their recorded_at), so that the relay reads one column instead of looking every
+    event up again: a JSON array of [event id, key, event type, schema version, value]. A row without it
+    (owed by a version before 0010) is read back from the event store.
     """
 
     tenant_id = models.CharField(max_length=63)
     shard = models.PositiveSmallIntegerField()
     event_ids = models.JSONField()
+    messages = models.TextField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

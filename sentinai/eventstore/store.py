@@ -202,7 +202,8 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
     """Insert staged events and owe them to their subscribers' queues (the outbox)."""
     if not envelopes:
         return
-    bulk.insert(
+    streamed = event_stream.enabled()
+    recorded = bulk.insert(
         ExceptionEvent,
         [
             {
@@ -219,13 +220,17 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
             }
             for e in envelopes
         ],
+        # The stream's messages carry the stored recorded_at. In rows' order: on PostgreSQL every row of
+        # the one INSERT has the same (its statement's time); elsewhere rows are inserted one by one.
+        returning=["recorded_at"] if streamed else (),
     )
     by_queue: dict[str, list[str]] = defaultdict(list)
     for e in envelopes:
         for queue in subscribers(e.event_type):
             by_queue[queue].append(e.event_id)
     outbox.offer(tenant_id, by_queue, envelopes=envelopes)
-    event_stream.owe(tenant_id, envelopes)
+    if streamed:
+        event_stream.owe(tenant_id, envelopes, [row[0] for row in recorded])
 
 
 def _write_streams(streams: Iterable[Stream]) -> None:

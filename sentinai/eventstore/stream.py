@@ -18,9 +18,10 @@
   tenant's rows wait (other tenants' rows of the shard go on: order is per exception, and an
   exception has one tenant).
 
-What keeps it cheap (docs/performance.md, "Kafka event stream"): on PostgreSQL one query per shard
-returns each owed event ready to produce - key, headers and the JSON value built by PostgreSQL from
-the stored row - so the relay instantiates no model and decodes no JSON; and a round takes several
+What keeps it cheap (docs/performance.md, "Kafka event stream"): each outbox row carries its events
+ready to produce - key, headers and the JSON value, written by the append from the envelopes it just
+stored - so the relay reads one column per row, looks nothing up in the event store and builds no
+JSON (it only splits each row's array); and a round takes several
 shards' locks in one transaction, produces their events and waits for Kafka once (one flush per
 `KAFKA_RELAY_BATCH` events rather than per shard) before deleting their rows and committing.
 """
@@ -33,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from django.conf import settings
@@ -68,17 +69,42 @@ def shard_of(exception_id: str) -> int:
     return int(exception_id[:8], 16) % SHARDS
 
 
-def owe(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
-    """Owe these just-recorded events to the stream (inside the appending transaction)."""
-    if not envelopes or not kafka.stream_enabled():
+def enabled() -> bool:
+    """Whether recorded events are owed to a Kafka stream (a cluster is configured and the stream is on)."""
+    return kafka.stream_enabled()
+
+
+def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: Sequence[datetime | str]) -> None:
+    """Owe these just-recorded events to the stream (inside the appending transaction): each shard's row
+    carries its events ready to produce (`messages`), built here from the envelopes and the time the
+    event store recorded them (`recorded_at`, in the envelopes' order), so that the relay reads them
+    back from one column."""
+    if not envelopes or not enabled():
         return
-    by_shard: dict[int, list[str]] = defaultdict(list)
-    for e in envelopes:
-        by_shard[shard_of(e.exception_id)].append(e.event_id)
+    by_shard: dict[int, tuple[list[str], list[list]]] = defaultdict(lambda: ([], []))
+    for e, at in zip(envelopes, recorded_at, strict=True):
+        event_ids, messages = by_shard[shard_of(e.exception_id)]
+        event_ids.append(e.event_id)
+        messages.append([e.event_id, e.exception_id, e.event_type, str(e.schema_version), value(e, _utc(at)).decode()])
     bulk.insert(
         StreamOutbox,
-        [{"tenant_id": tenant_id, "shard": shard, "event_ids": event_ids} for shard, event_ids in by_shard.items()],
+        [
+            {
+                "tenant_id": tenant_id,
+                "shard": shard,
+                "event_ids": event_ids,
+                "messages": orjson.dumps(messages).decode(),
+            }
+            for shard, (event_ids, messages) in by_shard.items()
+        ],
     )
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A returned recorded_at as an aware datetime (SQLite returns its text, naive UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -93,8 +119,13 @@ def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     ]
 
 
-def value(envelope: Envelope) -> bytes:
-    return orjson.dumps({"tenant_id": envelope.tenant_id, **envelope.to_message()})
+def value(envelope: Envelope, recorded_at: datetime | None = None) -> bytes:
+    """The Kafka message's value: the envelope as JSON, with its tenant (and `recorded_at`, when the
+    envelope was staged before the store set it)."""
+    message = {"tenant_id": envelope.tenant_id, **envelope.to_message()}
+    if recorded_at is not None:
+        message["recorded_at"] = recorded_at.isoformat()
+    return orjson.dumps(message)
 
 
 def new_producer():
@@ -243,87 +274,60 @@ def _try_lock(shard: int) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-# A shard's owed events, oldest row first and each row's events in append order, up to about `limit`
-# events (the rows whose events start before the limit; a row is never split). The inner LIMIT
-# bounds the scan: every row owes at least one event. The value is the envelope as `value()` writes
-# it, built by PostgreSQL from the stored row (recorded_at as Python's isoformat() writes it).
-# - Each event is one primary-key probe: the LATERAL subquery's LIMIT 1 (the key is unique) keeps the
-#   planner from flattening it into a hash join over the whole event store (it cannot estimate the
-#   arrays' lengths); and the ids are cast to uuid in a MATERIALIZED CTE, because under row-level
-#   security a cast (not leakproof) in the probe's condition would forbid the index.
-# - LEFT JOINs: an owed event missing from the store shows as a NULL value rather than vanishing, and
-#   a row owing nothing as a NULL event id (deleted like the others).
+# A shard's oldest rows, up to about `limit` events (the rows whose events start before the limit; a row
+# is never split). The inner LIMIT bounds the scan: every row owes at least one event. `event_ids` only
+# for a row without `messages` (owed before migration 0010), which is read back from the event store.
 _OWED_SQL = """
-WITH owed AS MATERIALIZED (
-    SELECT o.id, o.tenant_id, x.n, x.event_id::uuid AS event_id
-    FROM (
-        SELECT id, tenant_id, event_ids,
-               sum(jsonb_array_length(event_ids)) OVER (ORDER BY id) - jsonb_array_length(event_ids) AS before
-        FROM (SELECT id, tenant_id, event_ids FROM stream_outbox WHERE shard = %(shard)s ORDER BY id LIMIT %(limit)s) AS s
-    ) AS o
-    LEFT JOIN LATERAL jsonb_array_elements_text(o.event_ids) WITH ORDINALITY AS x(event_id, n) ON true
-    WHERE o.before < %(limit)s
-)
-SELECT owed.id, owed.tenant_id, e.exception_id::text, owed.event_id::text, e.event_type, e.schema_version::text,
-       CASE WHEN e.event_id IS NOT NULL THEN json_build_object(
-           'tenant_id', e.tenant_id, 'event_id', e.event_id, 'event_type', e.event_type,
-           'exception_id', e.exception_id, 'sequence', e.sequence, 'causation_id', e.causation_id,
-           'producer', e.producer, 'payload', e.payload, 'schema_version', e.schema_version,
-           'metadata', coalesce(e.metadata, '{}'::jsonb),
-           'recorded_at', to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       )::text END
-FROM owed
-LEFT JOIN LATERAL (
-    SELECT * FROM exception_event WHERE event_id = owed.event_id AND tenant_id = owed.tenant_id LIMIT 1
-) AS e ON true
-ORDER BY owed.id, owed.n
+SELECT id, tenant_id, messages, CASE WHEN messages IS NULL THEN event_ids END
+FROM (
+    SELECT id, tenant_id, event_ids, messages,
+           sum(jsonb_array_length(event_ids)) OVER (ORDER BY id) - jsonb_array_length(event_ids) AS before
+    FROM (SELECT * FROM stream_outbox WHERE shard = %(shard)s ORDER BY id LIMIT %(limit)s) AS s
+) AS o
+WHERE before < %(limit)s
+ORDER BY id
 """
 
 
 def _owed_rows(shard: int, limit: int) -> tuple[dict[int, str], list[Owed], int]:
     """The shard's oldest owed rows (about `limit` events): ({row id: tenant}, the events in order,
     how many owed events are not stored)."""
-    rows: dict[int, str] = {}
-    events: list[Owed] = []
-    missing = 0
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_OWED_SQL, {"shard": shard, "limit": limit})
-            for row_id, tenant_id, key, event_id, event_type, version, body in cursor.fetchall():
-                rows[row_id] = tenant_id
-                if body is None:
-                    missing += event_id is not None
-                    continue
-                events.append(
-                    Owed(
-                        tenant_id,
-                        key,
-                        body,
-                        [
-                            ("event_id", event_id),
-                            ("event_type", event_type),
-                            ("tenant_id", tenant_id),
-                            ("schema_version", version),
-                        ],
-                    )
-                )
-        return rows, events, missing
-    # Elsewhere (the embedded default's SQLite): read the envelopes back.
-    owed, total = [], 0
-    for row in StreamOutbox.objects.filter(shard=shard).order_by("id").values_list("id", "tenant_id", "event_ids"):
-        owed.append(row)
-        total += len(row[2])
-        if total >= limit:
-            break
+            owed = cursor.fetchall()
+    else:  # the embedded default's SQLite: no window function over JSON arrays, the cut made here
+        owed, total = [], 0
+        rows = StreamOutbox.objects.filter(shard=shard).order_by("id")
+        for row_id, tenant_id, messages, event_ids in rows.values_list("id", "tenant_id", "messages", "event_ids"):
+            owed.append((row_id, tenant_id, messages, None if messages else event_ids))
+            total += len(event_ids)
+            if total >= limit:
+                break
+    # Rows owed before the messages column existed: their events read back, per tenant.
     wanted: dict[str, list[str]] = defaultdict(list)
-    for row_id, tenant_id, event_ids in owed:
-        rows[row_id] = tenant_id
-        wanted[tenant_id].extend(event_ids)
+    for _, tenant_id, messages, event_ids in owed:
+        if messages is None:
+            wanted[tenant_id].extend(orjson.loads(event_ids) if isinstance(event_ids, (str, bytes)) else event_ids)
     found: dict[str, Envelope] = {}
     for tenant_id, event_ids in wanted.items():
         found.update(load_envelopes(tenant_id, event_ids))
-    events = [_owed_of(found[i]) for _, _, event_ids in owed for i in event_ids if i in found]
-    return rows, events, total - len(events)
+    rows: dict[int, str] = {}
+    events: list[Owed] = []
+    missing = 0
+    for row_id, tenant_id, messages, event_ids in owed:
+        rows[row_id] = tenant_id
+        if messages is not None:
+            for event_id, key, event_type, version, body in orjson.loads(messages):
+                headers = [("event_id", event_id), ("event_type", event_type), ("tenant_id", tenant_id)]
+                events.append(Owed(tenant_id, key, body, [*headers, ("schema_version", version)]))
+            continue
+        for event_id in orjson.loads(event_ids) if isinstance(event_ids, (str, bytes)) else event_ids:
+            if event_id in found:
+                events.append(_owed_of(found[event_id]))
+            else:
+                missing += 1
+    return rows, events, missing
 
 
 def _delete(row_ids: list[int]) -> None:

@@ -80,13 +80,47 @@ def test_a_tenants_topic_holds_only_its_own_events(tmp_path, topic_template):
         got = {dict(m.headers())["event_id"].decode() for m in messages}
         assert got == events[tenant_id] and not got & events[other]
         assert {orjson.loads(m.value())["tenant_id"] for m in messages} == {tenant_id}
-        # The value PostgreSQL built for the relay is the envelope replay and the embedded default send.
-        with tenant_scope(tenant_id):
-            stored = load_envelopes(tenant_id, got)
-        for message in messages:
-            sent, envelope = orjson.loads(message.value()), stored[dict(message.headers())["event_id"].decode()]
-            assert datetime.fromisoformat(sent.pop("recorded_at")) == envelope.recorded_at
-            assert sent == {k: v for k, v in orjson.loads(stream.value(envelope)).items() if k != "recorded_at"}
+        assert_sent_as_stored(tenant_id, messages)
+
+
+def assert_sent_as_stored(tenant_id, messages):
+    """Each message is the stored event as replay sends it: its value `stream.value` of the envelope read
+    back (recorded_at the stored one), its key the exception, its headers the event's."""
+    with tenant_scope(tenant_id):
+        stored = load_envelopes(tenant_id, [dict(m.headers())["event_id"].decode() for m in messages])
+    for message in messages:
+        headers = {k: v.decode() for k, v in message.headers()}
+        sent, envelope = orjson.loads(message.value()), stored[headers["event_id"]]
+        assert datetime.fromisoformat(sent.pop("recorded_at")) == envelope.recorded_at
+        assert sent == {k: v for k, v in orjson.loads(stream.value(envelope)).items() if k != "recorded_at"}
+        assert message.key().decode() == envelope.exception_id
+        assert headers == {
+            "event_id": envelope.event_id,
+            "event_type": envelope.event_type,
+            "tenant_id": tenant_id,
+            "schema_version": str(envelope.schema_version),
+        }
+
+
+def test_rows_owed_before_the_messages_column_are_read_back_and_sent(topic_template):
+    """A row written by a version before migration 0010 has no messages: the relay reads its events back
+    from the event store, in order with the rows that carry theirs."""
+    tenant_id = f"legacy-{uuid.uuid4().hex[:6]}"
+    make_tenant(tenant_id)
+    ids = make_exceptions(tenant_id, 30)
+    old = {e.event_id for e in append_sla(tenant_id, ids, 0.2)}
+    with all_tenants_scope():
+        assert StreamOutbox.objects.filter(tenant_id=tenant_id, messages__isnull=True).count() == 0
+        assert StreamOutbox.objects.filter(tenant_id=tenant_id).update(messages=None) > 0
+    new = {e.event_id for e in append_sla(tenant_id, ids, 0.4)}
+    call_command("relay_event_stream", "--once")
+    messages = read_topic(topic_template.format(tenant=tenant_id), old | new, timeout=60)
+    assert {dict(m.headers())["event_id"].decode() for m in messages} == old | new
+    first = assert_in_sequence_per_exception(messages)
+    assert all(seqs == [1, 2] for seqs in first.values())
+    assert_sent_as_stored(tenant_id, messages)
+    with all_tenants_scope():
+        assert not StreamOutbox.objects.filter(tenant_id=tenant_id).exists()
 
 
 def test_without_topic_creation_a_missing_topic_is_refused_and_its_events_wait(settings, topic_template, caplog):
