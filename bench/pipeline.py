@@ -306,7 +306,10 @@ def wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"the API did not answer on port {port}")
 
 
-GROUPS = ("postgres", "rabbitmq", "workers", "api", "client", "relay", "beat")
+# "autovacuum": the bench database's autovacuum workers, apart from the backends that serve the pipeline
+# (their work comes in bursts after a phase that wrote much; one that started and ended between two
+# samples is missed).
+GROUPS = ("postgres", "autovacuum", "rabbitmq", "workers", "api", "client", "relay", "beat")
 
 
 def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
@@ -323,6 +326,8 @@ def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
             groups[("client", proc.pid)] = proc.cpu_seconds
         elif group:
             groups[(group, proc.pid)] = proc.cpu_seconds
+        elif proc.is_postgres_backend_of(args.db) and "autovacuum worker" in proc.cmdline:
+            groups[("autovacuum", proc.pid)] = proc.cpu_seconds
         elif proc.is_postgres_backend_of(args.db) or proc.is_postgres_shared():
             groups[("postgres", proc.pid)] = proc.cpu_seconds
         elif "beam.smp" in proc.comm:
@@ -361,6 +366,8 @@ def database_work(db: str) -> dict[str, float]:
             work["exception_updates"] = float(updates)
             work["exception_hot_updates"] = float(hot)
     work["database_bytes"] = float(scalar("SELECT pg_database_size(%s)", [db]))
+    # The cluster's WAL position: the bench database's WAL only while nothing else writes to the cluster.
+    work["cluster_wal_bytes"] = float(scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
     return work
 
 
