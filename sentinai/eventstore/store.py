@@ -202,35 +202,33 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
     """Insert staged events and owe them to their subscribers' queues (the outbox)."""
     if not envelopes:
         return
+    rows = [
+        {
+            "event_id": e.event_id,
+            "tenant_id": tenant_id,
+            "exception_id": e.exception_id,
+            "event_type": e.event_type,
+            "schema_version": e.schema_version,
+            "sequence": e.sequence,
+            "causation_id": e.causation_id,
+            "producer": e.producer,
+            "payload": e.payload,
+            "metadata": e.metadata,
+        }
+        for e in envelopes
+    ]
+    # The stream's messages carry the stored recorded_at: the insert returns it (one for the statement).
     streamed = event_stream.enabled()
-    recorded = bulk.insert(
-        ExceptionEvent,
-        [
-            {
-                "event_id": e.event_id,
-                "tenant_id": tenant_id,
-                "exception_id": e.exception_id,
-                "event_type": e.event_type,
-                "schema_version": e.schema_version,
-                "sequence": e.sequence,
-                "causation_id": e.causation_id,
-                "producer": e.producer,
-                "payload": e.payload,
-                "metadata": e.metadata,
-            }
-            for e in envelopes
-        ],
-        # The stream's messages carry the stored recorded_at. In rows' order: on PostgreSQL every row of
-        # the one INSERT has the same (its statement's time); elsewhere rows are inserted one by one.
-        returning=["recorded_at"] if streamed else (),
-    )
+    recorded_at = bulk.insert_stamped(ExceptionEvent, rows, stamp="recorded_at") if streamed else None
+    if not streamed:
+        bulk.insert(ExceptionEvent, rows)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for e in envelopes:
         for queue in subscribers(e.event_type):
             by_queue[queue].append(e.event_id)
     outbox.offer(tenant_id, by_queue, envelopes=envelopes)
     if streamed:
-        event_stream.owe(tenant_id, envelopes, [row[0] for row in recorded])
+        event_stream.owe(tenant_id, envelopes, recorded_at)
 
 
 def _write_streams(streams: Iterable[Stream]) -> None:

@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 from django.conf import settings
@@ -74,18 +74,20 @@ def enabled() -> bool:
     return kafka.stream_enabled()
 
 
-def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: Sequence[datetime | str]) -> None:
+def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: datetime) -> None:
     """Owe these just-recorded events to the stream (inside the appending transaction): each shard's row
     carries its events ready to produce (`messages`), built here from the envelopes and the time the
-    event store recorded them (`recorded_at`, in the envelopes' order), so that the relay reads them
-    back from one column."""
+    event store recorded them (`recorded_at`, one for the append's insert), so that the relay reads
+    them back from one column."""
     if not envelopes or not enabled():
         return
     by_shard: dict[int, tuple[list[str], list[list]]] = defaultdict(lambda: ([], []))
-    for e, at in zip(envelopes, recorded_at, strict=True):
+    for e in envelopes:
         event_ids, messages = by_shard[shard_of(e.exception_id)]
         event_ids.append(e.event_id)
-        messages.append([e.event_id, e.exception_id, e.event_type, str(e.schema_version), value(e, _utc(at)).decode()])
+        messages.append(
+            [e.event_id, e.exception_id, e.event_type, str(e.schema_version), value(e, recorded_at).decode()]
+        )
     bulk.insert(
         StreamOutbox,
         [
@@ -98,13 +100,6 @@ def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: Sequence[dat
             for shard, (event_ids, messages) in by_shard.items()
         ],
     )
-
-
-def _utc(value: datetime | str) -> datetime:
-    """A returned recorded_at as an aware datetime (SQLite returns its text, naive UTC)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -446,6 +441,7 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
     producer, topics = new_producer(), Topics()
     backoff, down, fruitless = 0.5, False, 0
     while not should_stop():
+        started = time.monotonic()
         try:
             sent = relay_round(producer, topics)
         except dependencies.database_errors() as exc:
@@ -481,6 +477,18 @@ def run_relay(*, idle_seconds: float = 0.2, should_stop: Callable[[], bool] = la
             backoff = 0.5
             if not sent:
                 time.sleep(idle_seconds)
+            else:
+                time.sleep(linger_after(sent, time.monotonic() - started))
+
+
+def linger_after(sent: int, took: float) -> float:
+    """How long a relay waits after a round that sent `sent` events in `took` seconds: a round short
+    of a batch is topped up to KAFKA_RELAY_LINGER_SECONDS, so that the next one finds more events per
+    shard; a full round (the relay behind) goes on at once."""
+    cfg = settings.SENTINAI
+    if sent >= cfg["KAFKA_RELAY_BATCH"]:
+        return 0.0
+    return max(0.0, cfg["KAFKA_RELAY_LINGER_SECONDS"] - took)
 
 
 # --- replay ------------------------------------------------------------------------------------

@@ -150,6 +150,32 @@ def insert(
         return out
 
 
+def insert_stamped(model: type[models.Model], rows: Sequence[dict[str, Any]], *, stamp: str) -> datetime | None:
+    """INSERT rows whose `stamp` field the database sets (its db_default is Now(), the statement's time),
+    and return that time, the same for every row. On PostgreSQL one statement: the insert in a WITH,
+    whose outer SELECT reads the statement's time once, rather than a timestamp per row to parse back.
+    Elsewhere (the embedded SQLite, one process) rows are inserted one by one, so the stamp is given
+    here, once, from this process's clock."""
+    if not rows:
+        return None
+    if not is_postgres():
+        from django.utils import timezone
+
+        at = timezone.now()
+        insert(model, [{**row, stamp: at} for row in rows])
+        return at
+    names = list(rows[0].keys())
+    columns = _columns(model, names)
+    column_list = ", ".join(f'"{c}"' for c, _ in columns)
+    sql = (
+        f'WITH inserted AS (INSERT INTO "{model._meta.db_table}" ({column_list}) '
+        f"SELECT {column_list} FROM {_recordset(columns)}) SELECT statement_timestamp()"
+    )
+    with server_cursor() as cursor:
+        cursor.execute(sql, [_encode_rows(rows, columns, names)])
+        return cursor.fetchone()[0]
+
+
 def upsert(
     model: type[models.Model], rows: Sequence[dict[str, Any]], *, unique: Sequence[str], update: Sequence[str]
 ) -> None:

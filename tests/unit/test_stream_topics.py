@@ -94,3 +94,25 @@ def test_a_cluster_that_gives_no_metadata_is_unreachable_and_the_admin_client_is
     with pytest.raises(ClusterUnreachable, match="no metadata for topic sentinai.events.acme"):
         topics.ensure("sentinai.events.acme")
     assert topics.admin is fresh  # the next round asks through a new client
+
+
+def test_a_round_short_of_a_batch_lingers_and_a_full_one_goes_on_at_once(monkeypatch, settings):
+    """A keeping-up relay's rounds are spaced KAFKA_RELAY_LINGER_SECONDS apart from their starts (so each
+    finds more events per shard query); a round that sent a whole batch (the relay behind) is followed at
+    once, and one that sent nothing waits the idle time."""
+    from sentinai.eventstore import stream
+
+    settings.SENTINAI = {**settings.SENTINAI, "KAFKA_RELAY_BATCH": 100, "KAFKA_RELAY_LINGER_SECONDS": 0.25}
+    assert stream.linger_after(5, 0.05) == pytest.approx(0.20)
+    assert stream.linger_after(5, 0.40) == 0.0  # a round that took longer than the linger
+    assert stream.linger_after(100, 0.01) == 0.0
+
+    sent = [5, 100, 0]
+    slept: list[float] = []
+    monkeypatch.setattr(stream, "new_producer", lambda: "producer")
+    monkeypatch.setattr(stream, "Topics", lambda: object())
+    monkeypatch.setattr(stream, "relay_round", lambda producer, topics: stream.RoundResult(sent.pop(0)))
+    monkeypatch.setattr(stream.time, "sleep", slept.append)
+    stream.run_relay(idle_seconds=0.5, should_stop=lambda: not sent)
+    assert len(slept) == 3
+    assert 0.2 < slept[0] <= 0.25 and slept[1] == 0.0 and slept[2] == 0.5
