@@ -110,6 +110,14 @@ def _tune_database(db: dict) -> None:
         db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=300)
         db["CONN_HEALTH_CHECKS"] = True
         db.setdefault("OPTIONS", {}).setdefault("application_name", "sentinai")
+        # Server-side prepared statements for the hot path's set-based SQL (sentinai.kernel.bulk: fixed
+        # text, parameters bound by the server), after this many executions on a connection: each is
+        # then parsed and planned once per connection instead of at every batch. Django turns them off
+        # (for connection poolers in transaction mode); behind such a pooler without prepared-statement
+        # support set DB_PREPARE_THRESHOLD=0 (docs/runbook.md). The ORM's own queries bind client-side
+        # and are never prepared.
+        threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
+        db["OPTIONS"].setdefault("prepare_threshold", threshold if threshold > 0 else None)
 
 
 for _db in DATABASES.values():

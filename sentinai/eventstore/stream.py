@@ -288,9 +288,7 @@ def _owed_rows(shard: int, limit: int) -> tuple[dict[int, str], list[Owed], int]
     """The shard's oldest owed rows (about `limit` events): ({row id: tenant}, the events in order,
     how many owed events are not stored)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_OWED_SQL, {"shard": shard, "limit": limit})
-            owed = cursor.fetchall()
+        owed = bulk.select(_OWED_SQL, {"shard": shard, "limit": limit})  # fixed text: prepared per connection
     else:  # the embedded default's SQLite: no window function over JSON arrays, the cut made here
         owed, total = [], 0
         rows = StreamOutbox.objects.filter(shard=shard).order_by("id")

@@ -42,7 +42,7 @@ def server_cursor() -> Iterator[Any]:
         yield _LoggedCursor(cursor) if connection.queries_logged else cursor
 
 
-def select(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+def select(sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple]:
     """Rows of one read on the server cursor (PostgreSQL): for hot-path reads of fixed text, which
     psycopg prepares after a few executions, where building the ORM query would cost more than
     running it. uuid columns come back as strings, jsonb as text."""
