@@ -277,7 +277,9 @@ SELECT id, tenant_id, messages, CASE WHEN messages IS NULL THEN event_ids END
 FROM (
     SELECT id, tenant_id, event_ids, messages,
            sum(jsonb_array_length(event_ids)) OVER (ORDER BY id) - jsonb_array_length(event_ids) AS before
-    FROM (SELECT * FROM stream_outbox WHERE shard = %(shard)s ORDER BY id LIMIT %(limit)s) AS s
+    FROM (
+        SELECT id, tenant_id, event_ids, messages FROM stream_outbox WHERE shard = %(shard)s ORDER BY id LIMIT %(limit)s
+    ) AS s
 ) AS o
 WHERE before < %(limit)s
 ORDER BY id
