@@ -28,7 +28,7 @@ from django.db import connection, models
 from sentinai.eventstore import outbox
 from sentinai.eventstore import stream as event_stream
 from sentinai.eventstore.events import CATALOGUE, Envelope, EventPayload, subscribers, validate_payload
-from sentinai.kernel import bulk, ids, tracing
+from sentinai.kernel import bulk, ids, kafka, tracing
 from sentinai.models import ExceptionEvent, ExceptionStream
 
 
@@ -217,10 +217,10 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         }
         for e in envelopes
     ]
-    # The stream's messages carry the stored recorded_at: the insert returns it (one for the statement).
-    streamed = event_stream.enabled()
-    recorded_at = bulk.insert_stamped(ExceptionEvent, rows, stamp="recorded_at") if streamed else None
-    if not streamed:
+    streamed = kafka.stream_enabled()
+    if streamed:  # the stream's messages carry the stored recorded_at: the insert returns it, once
+        recorded_at = bulk.insert_stamped(ExceptionEvent, rows, stamp="recorded_at")
+    else:
         bulk.insert(ExceptionEvent, rows)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for e in envelopes:

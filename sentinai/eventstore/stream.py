@@ -69,18 +69,11 @@ def shard_of(exception_id: str) -> int:
     return int(exception_id[:8], 16) % SHARDS
 
 
-def enabled() -> bool:
-    """Whether recorded events are owed to a Kafka stream (a cluster is configured and the stream is on)."""
-    return kafka.stream_enabled()
-
-
 def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: datetime) -> None:
-    """Owe these just-recorded events to the stream (inside the appending transaction): each shard's row
-    carries its events ready to produce (`messages`), built here from the envelopes and the time the
-    event store recorded them (`recorded_at`, one for the append's insert), so that the relay reads
-    them back from one column."""
-    if not envelopes or not enabled():
-        return
+    """Owe these just-recorded events to the stream (the event store's append calls it, inside its
+    transaction, when the stream is on): each shard's row carries its events ready to produce
+    (`messages`), built here from the envelopes and the time the event store recorded them
+    (`recorded_at`, one for the append's insert), so that the relay reads them from one column."""
     by_shard: dict[int, tuple[list[str], list[list]]] = defaultdict(lambda: ([], []))
     for e in envelopes:
         event_ids, messages = by_shard[shard_of(e.exception_id)]
@@ -299,11 +292,16 @@ def _owed_rows(shard: int, limit: int) -> tuple[dict[int, str], list[Owed], int]
             total += len(event_ids)
             if total >= limit:
                 break
-    # Rows owed before the messages column existed: their events read back, per tenant.
+    # Rows owed before the messages column existed (event_ids given, as JSON text from PostgreSQL): their
+    # events read back, per tenant.
+    owed = [
+        (row_id, tenant_id, messages, orjson.loads(ids) if isinstance(ids, (str, bytes)) else ids)
+        for row_id, tenant_id, messages, ids in owed
+    ]
     wanted: dict[str, list[str]] = defaultdict(list)
     for _, tenant_id, messages, event_ids in owed:
         if messages is None:
-            wanted[tenant_id].extend(orjson.loads(event_ids) if isinstance(event_ids, (str, bytes)) else event_ids)
+            wanted[tenant_id].extend(event_ids)
     found: dict[str, Envelope] = {}
     for tenant_id, event_ids in wanted.items():
         found.update(load_envelopes(tenant_id, event_ids))
@@ -317,7 +315,7 @@ def _owed_rows(shard: int, limit: int) -> tuple[dict[int, str], list[Owed], int]
                 headers = [("event_id", event_id), ("event_type", event_type), ("tenant_id", tenant_id)]
                 events.append(Owed(tenant_id, key, body, [*headers, ("schema_version", version)]))
             continue
-        for event_id in orjson.loads(event_ids) if isinstance(event_ids, (str, bytes)) else event_ids:
+        for event_id in event_ids:
             if event_id in found:
                 events.append(_owed_of(found[event_id]))
             else:

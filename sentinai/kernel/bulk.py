@@ -129,13 +129,9 @@ def insert(
     if returning:
         returning_sql = " RETURNING " + ", ".join(f'"{model._meta.get_field(n).column}"' for n in returning)
     if is_postgres():
-        payload = _encode_rows(rows, columns, names)
-        sql = (
-            f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM {_recordset(columns)}'
-            f"{on_conflict}{returning_sql}"
-        )
+        sql, payload = _insert_from_recordset(model, rows)
         with server_cursor() as cursor:
-            cursor.execute(sql, [payload])
+            cursor.execute(f"{sql}{on_conflict}{returning_sql}", [payload])
             return cursor.fetchall() if returning else []
     with connection.cursor() as cursor:
         placeholders = ", ".join(["%s"] * len(columns))
@@ -164,16 +160,19 @@ def insert_stamped(model: type[models.Model], rows: Sequence[dict[str, Any]], *,
         at = timezone.now()
         insert(model, [{**row, stamp: at} for row in rows])
         return at
+    sql, payload = _insert_from_recordset(model, rows)
+    with server_cursor() as cursor:
+        cursor.execute(f"WITH inserted AS ({sql}) SELECT statement_timestamp()", [payload])
+        return cursor.fetchone()[0]
+
+
+def _insert_from_recordset(model: type[models.Model], rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """PostgreSQL: the INSERT of `rows` from one JSON document (jsonb_to_recordset), and that document."""
     names = list(rows[0].keys())
     columns = _columns(model, names)
     column_list = ", ".join(f'"{c}"' for c, _ in columns)
-    sql = (
-        f'WITH inserted AS (INSERT INTO "{model._meta.db_table}" ({column_list}) '
-        f"SELECT {column_list} FROM {_recordset(columns)}) SELECT statement_timestamp()"
-    )
-    with server_cursor() as cursor:
-        cursor.execute(sql, [_encode_rows(rows, columns, names)])
-        return cursor.fetchone()[0]
+    sql = f'INSERT INTO "{model._meta.db_table}" ({column_list}) SELECT {column_list} FROM {_recordset(columns)}'
+    return sql, _encode_rows(rows, columns, names)
 
 
 def upsert(
