@@ -308,8 +308,12 @@ def wait_http(port: int, timeout: float = 60) -> None:
 
 # "autovacuum": the bench database's autovacuum workers, apart from the backends that serve the pipeline
 # (their work comes in bursts after a phase that wrote much; one that started and ended between two
-# samples is missed).
-GROUPS = ("postgres", "autovacuum", "rabbitmq", "workers", "api", "client", "relay", "beat")
+# samples is missed). "probes": the backends of the bench's own queries (the window's count of open
+# exceptions, the throughput sampler, the approver's list), apart from PostgreSQL's figure for the product.
+GROUPS = ("postgres", "autovacuum", "rabbitmq", "workers", "api", "client", "probes", "relay", "beat")
+
+# Backend pids of this process's database connections (scalar() adds each connection's on use).
+PROBE_BACKENDS: set[int] = set()
 
 
 def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
@@ -326,6 +330,8 @@ def process_cpu(args, own: dict[int, str]) -> dict[tuple[str, int], float]:
             groups[("client", proc.pid)] = proc.cpu_seconds
         elif group:
             groups[(group, proc.pid)] = proc.cpu_seconds
+        elif proc.pid in PROBE_BACKENDS:
+            groups[("probes", proc.pid)] = proc.cpu_seconds
         elif proc.is_postgres_backend_of(args.db) and "autovacuum worker" in proc.cmdline:
             groups[("autovacuum", proc.pid)] = proc.cpu_seconds
         elif proc.is_postgres_backend_of(args.db) or proc.is_postgres_shared():
@@ -377,6 +383,11 @@ def cpu_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def cpu_stolen() -> float:
+    """CPU time the hypervisor gave to other guests while this one wanted it (/proc/stat's steal)."""
+    return float(Path("/proc/stat").read_text().splitlines()[0].split()[8])
+
+
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -407,10 +418,12 @@ class PhaseCost:
         self.applied0 = scalar(APPLIED_HOPS)
         self.messages0 = scalar(OUTBOX_ROWS_MADE)
         self.busy0, self.total0 = cpu_busy()
+        self.stolen0 = cpu_stolen()
         self.components0 = process_cpu(args, groups)
 
     def stop(self) -> None:
         self.busy1, self.total1 = cpu_busy()
+        self.stolen1 = cpu_stolen()
         self.components1 = process_cpu(self.args, self.groups)
 
     def figures(self) -> tuple[int, dict]:
@@ -424,6 +437,8 @@ class PhaseCost:
         }
         return applied, {
             "machine_cpu_utilisation": round((self.busy1 - self.busy0) / (self.total1 - self.total0), 3),
+            # A share of the machine's CPU time; a shared host's noise, apart from any process here.
+            "machine_cpu_stolen": round((self.stolen1 - self.stolen0) / (self.total1 - self.total0), 3),
             "machine_cpu_us_per_hop": round(cpu_seconds / max(applied, 1) * 1e6, 1),
             "cpu_us_per_hop_by_component": by_component,
             "cpu_us_per_hop_ours": round(sum(by_component.values()), 1),
@@ -441,7 +456,45 @@ def scalar(sql: str, params=()):
 
     with all_tenants_scope(), connection.cursor() as cursor:
         cursor.execute(sql, params)
+        PROBE_BACKENDS.add(connection.connection.info.backend_pid)
         return cursor.fetchone()[0]
+
+
+def machine_speed() -> dict:
+    """How fast this machine is today, on fixed work (best of three, milliseconds): a Python loop of
+    the kind the agents run (dicts, JSON, UUIDs) and a PostgreSQL statement of fixed work. The same
+    code measured 600 k recorded events/min one day and 320 k the next on "the same" 2-core machine;
+    runs of different days compare only beside these figures."""
+    import gc
+    import uuid
+
+    import orjson
+
+    def python_work() -> None:
+        for i in range(20_000):
+            row = {"id": str(uuid.UUID(int=i)), "n": i, "kind": "SETTLEMENT_FAILURE", "amount": i * 1.5}
+            orjson.loads(orjson.dumps(row))
+
+    def best(work) -> float:
+        gc.collect()  # the collector's pauses depend on what the process holds, not on the machine
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            work()
+            times.append((time.perf_counter() - t0) * 1000)
+        return round(min(times), 1)
+
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        python_ms = best(python_work)
+    finally:
+        if gc_was:
+            gc.enable()
+    return {
+        "python_ms": python_ms,
+        "postgres_ms": best(lambda: scalar("SELECT sum(hashtext(i::text)) FROM generate_series(1, 1000000) i")),
+    }
 
 
 def percentile(rows: list[float], q: float) -> float | None:
@@ -997,6 +1050,7 @@ def main() -> None:
         tenant, _ = tenant_create_or_update(
             tenant_id=tenant_id, domain_pack="finance", rate_per_second=1e6, burst=1_000_000, max_in_flight=10_000_000
         )
+    speed = machine_speed()  # before anything of the run is started
     processes = Processes(args, env, platform)
     processes.start(api=not args.pass_through, scheduler=not args.pass_through, stream=args.stream)
     try:
@@ -1009,6 +1063,7 @@ def main() -> None:
     finally:
         processes.stop()
     result["postgres_settings"] = postgres_settings()
+    result["machine_speed_ms"] = speed
     (args.log_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))
     if args.pass_through:
@@ -1030,6 +1085,10 @@ def report_framework(result: dict) -> None:
             f"latency at {latency['events_per_min']:,} events/min ({latency['load']:.0%} load): end-to-end "
             f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms over {latency['exceptions']:,} exceptions"
         )
+    speed = result["machine_speed_ms"]
+    print(
+        f"machine speed (fixed work, lower is faster): python {speed['python_ms']} ms, postgres {speed['postgres_ms']} ms"
+    )
     print("framework with pass-through agents (stub figure, not the product's):")
     print(f"events_per_min={result['events_per_min']}")
 
@@ -1048,7 +1107,8 @@ def report_product(r: dict) -> None:
     parts = ", ".join(f"{k} {v}" for k, v in r["cpu_us_per_hop_by_component"].items())
     print(
         f"  CPU per agent hop: {r['cpu_us_per_hop_ours']} us ours ({parts}); machine {r['machine_cpu_us_per_hop']} us "
-        f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine); "
+        f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine; "
+        f"{r.get('machine_cpu_stolen', 0):.1%} stolen by the host); "
         f"{r['hops_per_broker_message']} hops per broker message"
     )
     work = r.get("database_work_per_hop") or {}
@@ -1058,13 +1118,19 @@ def report_product(r: dict) -> None:
             f"  latency at {row['load']:.0%} load ({row['exceptions_per_min']:,} exceptions/min, "
             f"~{row['recorded_events_per_min']:,} recorded events/min): p50 {row['p50_ms']} ms, "
             f"p99 {row['p99_ms']} ms over {row['measured']:,} exceptions; {row['cpu_us_per_hop_ours']} us CPU "
-            f"per hop ours at {row['machine_cpu_utilisation']:.0%} busy, {row['hops_per_broker_message']} hops "
+            f"per hop ours at {row['machine_cpu_utilisation']:.0%} busy ({row.get('machine_cpu_stolen', 0):.1%} "
+            f"stolen), {row['hops_per_broker_message']} hops "
             f"per broker message"
         )
     if r.get("stream_lag_max_s") is not None:
         spread = f", p50 {r['stream_lag_p50_s']} s, p95 {r['stream_lag_p95_s']} s" if "stream_lag_p50_s" in r else ""
         print(f"  Kafka stream lag: max {r['stream_lag_max_s']} s{spread}, {r['stream_rows_left']} stream rows left")
     print(f"  load average {r['load_average_before']} before, {r['load_average_after']} after")
+    speed = r["machine_speed_ms"]
+    print(
+        f"  machine speed (fixed work, lower is faster): python {speed['python_ms']} ms, "
+        f"postgres {speed['postgres_ms']} ms"
+    )
     print(f"events_per_min={r['recorded_events_per_min']}")
 
 
