@@ -75,7 +75,9 @@ class PlaybookRun(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
     # per inserted row. The references hold by construction - see the migration that dropped them.
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    # Indexed through playbook_run_exception (tenant, exception, ...): a tenant-only index beside it would be
+    # one more index entry for every run version written (docs/performance.md, "Only the indexes read").
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     exception = models.ForeignKey(
         ExceptionRecord, on_delete=models.CASCADE, related_name="playbook_runs", db_constraint=False
     )
@@ -99,8 +101,11 @@ class PlaybookRun(models.Model):
 class PlaybookRunStep(models.Model):
     # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
     # per inserted row. The references hold by construction - see the migration that dropped them.
-    run = models.ForeignKey(PlaybookRun, on_delete=models.CASCADE, related_name="steps", db_constraint=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    # Indexed through playbook_run_step_uniq (run, position); the tenant is read only beside the run.
+    run = models.ForeignKey(
+        PlaybookRun, on_delete=models.CASCADE, related_name="steps", db_index=False, db_constraint=False
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     position = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=100)
     action = models.CharField(max_length=16, choices=StepAction.choices)

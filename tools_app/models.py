@@ -54,9 +54,12 @@ class ToolExecution(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
     # per inserted row. The references hold by construction - see the migration that dropped them.
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    # Both indexed through the composite (tenant, ...) indexes below: every read of executions is a tenant's
+    # (row-level security adds the tenant to any that is not), so single-column indexes beside them would only
+    # be more index entries at each of an execution's three writes (docs/performance.md, "Only the indexes read").
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     exception = models.ForeignKey(
-        ExceptionRecord, on_delete=models.CASCADE, related_name="tool_executions", db_constraint=False
+        ExceptionRecord, on_delete=models.CASCADE, related_name="tool_executions", db_index=False, db_constraint=False
     )
     tool = models.ForeignKey(
         Tool, on_delete=models.PROTECT, related_name="executions", null=True, blank=True, db_constraint=False
