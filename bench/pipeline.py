@@ -377,15 +377,16 @@ def database_work(db: str) -> dict[str, float]:
     return work
 
 
-def cpu_busy() -> tuple[float, float]:
+def cpu_times() -> tuple[float, float, float]:
+    """The machine's CPU time so far (/proc/stat): busy, total, and stolen - time the hypervisor gave to
+    other guests while this one wanted it."""
     fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7]
 
 
-def cpu_stolen() -> float:
-    """CPU time the hypervisor gave to other guests while this one wanted it (/proc/stat's steal)."""
-    return float(Path("/proc/stat").read_text().splitlines()[0].split()[8])
+def cpu_busy() -> tuple[float, float]:
+    return cpu_times()[:2]
 
 
 def load_average() -> str:
@@ -417,13 +418,11 @@ class PhaseCost:
         self.args, self.groups = args, groups
         self.applied0 = scalar(APPLIED_HOPS)
         self.messages0 = scalar(OUTBOX_ROWS_MADE)
-        self.busy0, self.total0 = cpu_busy()
-        self.stolen0 = cpu_stolen()
+        self.busy0, self.total0, self.stolen0 = cpu_times()
         self.components0 = process_cpu(args, groups)
 
     def stop(self) -> None:
-        self.busy1, self.total1 = cpu_busy()
-        self.stolen1 = cpu_stolen()
+        self.busy1, self.total1, self.stolen1 = cpu_times()
         self.components1 = process_cpu(self.args, self.groups)
 
     def figures(self) -> tuple[int, dict]:
@@ -476,23 +475,21 @@ def machine_speed() -> dict:
             orjson.loads(orjson.dumps(row))
 
     def best(work) -> float:
-        gc.collect()  # the collector's pauses depend on what the process holds, not on the machine
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            work()
-            times.append((time.perf_counter() - t0) * 1000)
+        # Without the collector: its pauses depend on what the process holds, not on the machine.
+        gc.collect()
+        gc.disable()
+        try:
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                work()
+                times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            gc.enable()
         return round(min(times), 1)
 
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        python_ms = best(python_work)
-    finally:
-        if gc_was:
-            gc.enable()
     return {
-        "python_ms": python_ms,
+        "python_ms": best(python_work),
         "postgres_ms": best(lambda: scalar("SELECT sum(hashtext(i::text)) FROM generate_series(1, 1000000) i")),
     }
 
@@ -1072,6 +1069,11 @@ def main() -> None:
         report_product(result)
 
 
+def speed_line(result: dict) -> str:
+    speed = result["machine_speed_ms"]
+    return f"machine speed (fixed work, lower is faster): python {speed['python_ms']} ms, postgres {speed['postgres_ms']} ms"
+
+
 def report_framework(result: dict) -> None:
     latency = result.get("latency") or {}
     print(
@@ -1085,10 +1087,7 @@ def report_framework(result: dict) -> None:
             f"latency at {latency['events_per_min']:,} events/min ({latency['load']:.0%} load): end-to-end "
             f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms over {latency['exceptions']:,} exceptions"
         )
-    speed = result["machine_speed_ms"]
-    print(
-        f"machine speed (fixed work, lower is faster): python {speed['python_ms']} ms, postgres {speed['postgres_ms']} ms"
-    )
+    print(speed_line(result))
     print("framework with pass-through agents (stub figure, not the product's):")
     print(f"events_per_min={result['events_per_min']}")
 
@@ -1108,7 +1107,7 @@ def report_product(r: dict) -> None:
     print(
         f"  CPU per agent hop: {r['cpu_us_per_hop_ours']} us ours ({parts}); machine {r['machine_cpu_us_per_hop']} us "
         f"at {r['machine_cpu_utilisation']:.0%} utilisation (includes other users of the machine; "
-        f"{r.get('machine_cpu_stolen', 0):.1%} stolen by the host); "
+        f"{r['machine_cpu_stolen']:.1%} stolen by the host); "
         f"{r['hops_per_broker_message']} hops per broker message"
     )
     work = r.get("database_work_per_hop") or {}
@@ -1118,7 +1117,7 @@ def report_product(r: dict) -> None:
             f"  latency at {row['load']:.0%} load ({row['exceptions_per_min']:,} exceptions/min, "
             f"~{row['recorded_events_per_min']:,} recorded events/min): p50 {row['p50_ms']} ms, "
             f"p99 {row['p99_ms']} ms over {row['measured']:,} exceptions; {row['cpu_us_per_hop_ours']} us CPU "
-            f"per hop ours at {row['machine_cpu_utilisation']:.0%} busy ({row.get('machine_cpu_stolen', 0):.1%} "
+            f"per hop ours at {row['machine_cpu_utilisation']:.0%} busy ({row['machine_cpu_stolen']:.1%} "
             f"stolen), {row['hops_per_broker_message']} hops "
             f"per broker message"
         )
@@ -1126,11 +1125,7 @@ def report_product(r: dict) -> None:
         spread = f", p50 {r['stream_lag_p50_s']} s, p95 {r['stream_lag_p95_s']} s" if "stream_lag_p50_s" in r else ""
         print(f"  Kafka stream lag: max {r['stream_lag_max_s']} s{spread}, {r['stream_rows_left']} stream rows left")
     print(f"  load average {r['load_average_before']} before, {r['load_average_after']} after")
-    speed = r["machine_speed_ms"]
-    print(
-        f"  machine speed (fixed work, lower is faster): python {speed['python_ms']} ms, "
-        f"postgres {speed['postgres_ms']} ms"
-    )
+    print(f"  {speed_line(r)}")
     print(f"events_per_min={r['recorded_events_per_min']}")
 
 

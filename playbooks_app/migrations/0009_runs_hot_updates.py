@@ -8,7 +8,7 @@
 - On PostgreSQL, both tables leave 30 % of each page free (fillfactor 70). A run's rows are written together
   and then updated a few times within seconds; no indexed column changes, so each update can be a HOT
   update (no index entries at all) - but only if the new version fits on the row's page. With full pages
-  (the default fillfactor 100) 4 % of the run updates and 30 % of the step updates were HOT.
+  (the default fillfactor 100) 4 % of the run updates and 28 % of the step updates were HOT.
 """
 
 import django.db.models.deletion
