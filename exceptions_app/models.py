@@ -114,10 +114,10 @@ class Feedback(models.Model):
 
     # No database foreign keys on the hot path (docs/performance.md): each would cost a FOR KEY SHARE lookup
     # per inserted row. The references hold by construction - see the migration that dropped them.
-    # Indexed through feedback_exception (tenant, exception, created_at).
+    # Both indexed through feedback_exception (tenant, exception, created_at).
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
     exception = models.ForeignKey(
-        ExceptionRecord, on_delete=models.CASCADE, related_name="feedback", db_constraint=False
+        ExceptionRecord, on_delete=models.CASCADE, related_name="feedback", db_index=False, db_constraint=False
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     event_id = models.UUIDField(unique=True)

@@ -232,7 +232,7 @@ def exception_decide_approval(
     if exception_id not in streams:
         raise ExceptionNotFound(exception_id)
     run = (
-        PlaybookRun.objects.filter(exception_id=exception_id, status=RunStatus.AWAITING_APPROVAL)
+        PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id=exception_id, status=RunStatus.AWAITING_APPROVAL)
         .order_by("-started_at")
         .values("id", "current_position")
         .first()

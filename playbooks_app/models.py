@@ -78,10 +78,14 @@ class PlaybookRun(models.Model):
     # Indexed through playbook_run_exception (tenant, exception, ...): a tenant-only index beside it would be
     # one more index entry for every run version written (docs/performance.md, "Only the indexes read").
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
+    # The exception is indexed through playbook_run_exception too; the playbook is not indexed: no read looks runs
+    # up by playbook, and playbooks are never deleted, only superseded by a new pack version.
     exception = models.ForeignKey(
-        ExceptionRecord, on_delete=models.CASCADE, related_name="playbook_runs", db_constraint=False
+        ExceptionRecord, on_delete=models.CASCADE, related_name="playbook_runs", db_index=False, db_constraint=False
     )
-    playbook = models.ForeignKey(Playbook, on_delete=models.PROTECT, related_name="runs", db_constraint=False)
+    playbook = models.ForeignKey(
+        Playbook, on_delete=models.PROTECT, related_name="runs", db_index=False, db_constraint=False
+    )
     status = models.CharField(max_length=24, choices=RunStatus.choices, default=RunStatus.RUNNING)
     current_position = models.PositiveSmallIntegerField(default=0)
     # The policy decision the run started under (requires_approval, auto_tools); step conditions read it.

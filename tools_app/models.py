@@ -61,8 +61,16 @@ class ToolExecution(models.Model):
     exception = models.ForeignKey(
         ExceptionRecord, on_delete=models.CASCADE, related_name="tool_executions", db_index=False, db_constraint=False
     )
+    # Not indexed: no read looks executions up by tool id (the list filters by tool_name, which the tenant leads),
+    # and tools are never deleted, only superseded by a new version (a pack load) or deactivated.
     tool = models.ForeignKey(
-        Tool, on_delete=models.PROTECT, related_name="executions", null=True, blank=True, db_constraint=False
+        Tool,
+        on_delete=models.PROTECT,
+        related_name="executions",
+        null=True,
+        blank=True,
+        db_index=False,
+        db_constraint=False,
     )
     tool_name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.REQUESTED)
