@@ -19,6 +19,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,11 +49,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one attempt of an execution did, handed from the tool agent's perform to its decide."""
+    """What one attempt of an execution did, handed from the tool agent's perform to its decide.
+
+    recorded: the attempt was counted (the execution marked running) and committed before the call. An
+    in-process attempt that ended is not (tools_app.services.tool_executions_attempt): the write that ends
+    the execution records its attempt count and started_at (the first attempt's, or the batch's time)."""
 
     outcome: Outcome
     attempts: int
     max_attempts: int
+    recorded: bool = True
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

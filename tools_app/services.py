@@ -98,46 +98,72 @@ def _requested_under(tenant_id: str, idempotency_key: str) -> tuple[ToolExecutio
     return execution, str(event_id)
 
 
-def _executions_start(execution_ids: list[str]) -> dict[str, tuple[int, int | None, Any]]:
-    """Mark the executions that have not ended running, one attempt more each: execution id ->
-    (attempts, tool id, request). One statement, so concurrent batches cannot both count an attempt
-    as their own."""
+def _executions_open(execution_ids: list[str]) -> dict[str, tuple[int, int | None, Any, Any]]:
+    """The executions that have not ended: execution id -> (attempts so far, tool id, request, started_at)."""
+    clause, params = bulk.in_clause(execution_ids, uuids=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, attempts, tool_id, request, started_at FROM tool_execution WHERE id {clause} "
+            "AND status IN ('requested', 'running')",
+            params,
+        )
+        return {ids.parse(r[0]): (r[1], r[2], r[3], r[4]) for r in cursor.fetchall()}
+
+
+def _executions_start(execution_ids: list[str]) -> dict[str, int]:
+    """Mark the executions that have not ended running, one attempt more each: execution id -> attempts.
+    One statement, so concurrent batches cannot both count an attempt as their own."""
+    if not execution_ids:
+        return {}
     clause, params = bulk.in_clause(execution_ids, uuids=True)
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE tool_execution SET status = 'running', attempts = attempts + 1, "
             "started_at = COALESCE(started_at, CURRENT_TIMESTAMP), updated_at = CURRENT_TIMESTAMP "
-            f"WHERE id {clause} AND status IN ('requested', 'running') RETURNING id, attempts, tool_id, request",
+            f"WHERE id {clause} AND status IN ('requested', 'running') RETURNING id, attempts",
             params,
         )
-        return {ids.parse(r[0]): (r[1], r[2], r[3]) for r in cursor.fetchall()}
+        return {ids.parse(r[0]): r[1] for r in cursor.fetchall()}
 
 
 def tool_executions_attempt(
     *, tenant: Tenant, requests: list[Envelope]
 ) -> dict[str, runners.Attempt | runners.AlreadyFinished]:
-    """Make one attempt of each requested execution (ToolExecutionRequested events): mark them running
-    and commit that, then call the tools concurrently, outside any transaction (no locks are held while
-    a webhook takes its time). Returns, per event id, the attempt's outcome, or AlreadyFinished for an
-    execution that had ended; an execution that does not exist is left out."""
+    """Make one attempt of each requested execution (ToolExecutionRequested events). Returns, per event id,
+    the attempt's outcome, or AlreadyFinished for an execution that had ended; an execution that does not
+    exist is left out.
+
+    A call that leaves the process (an HTTP tool) is counted first: its executions are marked running, one
+    attempt more, and that commits before the calls run, concurrently and outside any transaction (no locks
+    are held while a webhook takes its time; a worker that dies mid-call has still used the attempt). An
+    in-process builtin has no effect outside the process and nothing to wait for, so it is not marked: it
+    runs at once, and the batch's write that ends the execution records the attempt with the outcome - one
+    write of the execution fewer (docs/performance.md, "Builtin attempts recorded with their outcome"). Only
+    a builtin's retryable failure is counted on its own, as a call's is, since the retry's batch commits
+    nothing else."""
     wanted = {e.payload["execution_id"]: e for e in requests}
     with tenant_scope(tenant.id):
-        running = _executions_start(list(wanted))
-        tools = selectors.tool_run_configs(tenant=tenant, tool_ids=[v[1] for v in running.values() if v[1]])
-        finished = selectors.execution_statuses(execution_ids=list(set(wanted) - set(running)))
+        open_ = _executions_open(list(wanted))
+        tools = selectors.tool_run_configs(tenant=tenant, tool_ids=[v[1] for v in open_.values() if v[1]])
+        calls = [i for i in open_ if (tools.get(open_[i][1]) or {}).get("kind") == "http"]
+        counted = _executions_start(calls)
+        # A call's execution that ended between the read and the mark (a concurrent batch) is not made.
+        ended = set(wanted) - set(open_) | set(calls) - set(counted)
+        finished = selectors.execution_statuses(execution_ids=list(ended))
         views = exception_views(exception_ids=list({e.exception_id for e in requests}))
     allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])
     allowed_cidrs = list((tenant.overrides or {}).get("allowed_cidrs") or [])
 
     def attempt(execution_id: str) -> runners.Attempt:
         event = wanted[execution_id]
-        attempts, tool_id, request = running[execution_id]
+        before, tool_id, request, started_at = open_[execution_id]
+        recorded = execution_id in counted
+        attempts = counted[execution_id] if recorded else before + 1
         with log_context(exception_id=event.exception_id, event_id=event.event_id, attempt=attempts):
             tool = tools.get(tool_id)
             if tool is None:
-                return runners.Attempt(
-                    runners.Outcome("failed", error=f"tool {event.payload['tool']!r} is not registered"), attempts, 1
-                )
+                outcome = runners.Outcome("failed", error=f"tool {event.payload['tool']!r} is not registered")
+                return runners.Attempt(outcome, attempts, 1, recorded=False, started_at=started_at)
             request = orjson.loads(request) if isinstance(request, str | bytes) else request
             outcome = runners.run(
                 kind=tool["kind"],
@@ -148,26 +174,37 @@ def tool_executions_attempt(
                 allowed_hosts=allowed_hosts,
                 allowed_cidrs=allowed_cidrs,
             )
-            return runners.Attempt(outcome, attempts, tool["max_attempts"])
+            return runners.Attempt(outcome, attempts, tool["max_attempts"], recorded=recorded, started_at=started_at)
 
     effects: dict[str, runners.Attempt | runners.AlreadyFinished] = {}
     # Builtin tools are in-process Python, so threads would only take turns on the GIL: they run
     # here, one after the other, as does a lone network call. Network calls run concurrently.
-    waiting = [i for i in running if (tools.get(running[i][1]) or {}).get("kind") == "http"]
+    waiting = [i for i in calls if i in counted]
     if len(waiting) < 2:
         waiting = []
-    here = set(running).difference(waiting)
-    for execution_id in running:
-        if execution_id in here:
+    for execution_id in open_:
+        if execution_id not in ended and execution_id not in waiting:
             effects[wanted[execution_id].event_id] = attempt(execution_id)
     if waiting:
         parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
         with ThreadPoolExecutor(max_workers=min(parallel, len(waiting))) as pool:
             # Each call runs in a copy of the caller's context, so its log lines carry the batch's fields.
-            calls = [(execution_id, contextvars.copy_context()) for execution_id in waiting]
-            results = pool.map(lambda call: call[1].run(attempt, call[0]), calls)
+            runs = [(execution_id, contextvars.copy_context()) for execution_id in waiting]
+            results = pool.map(lambda call: call[1].run(attempt, call[0]), runs)
             for execution_id, result in zip(waiting, results, strict=True):
                 effects[wanted[execution_id].event_id] = result
+    # A builtin's retryable failure is its attempt's only trace (the retry commits nothing else): count it
+    # now, as a call's is counted.
+    retried = [
+        execution_id
+        for execution_id, event in wanted.items()
+        if isinstance(effect := effects.get(event.event_id), runners.Attempt)
+        and not effect.recorded
+        and effect.outcome.status == "retry"
+    ]
+    if retried:
+        with tenant_scope(tenant.id):
+            _executions_start(retried)
     for execution_id, status in finished.items():
         effects[wanted[execution_id].event_id] = runners.AlreadyFinished(status)
     return effects

@@ -2,7 +2,8 @@
 
 The calls happen in `perform` (tools_app.services.tool_executions_attempt), outside the batch
 transaction (no locks are held while a webhook takes its time), concurrently for a batch. Each
-execution moves requested -> running (attempt counted) -> succeeded | failed | dead_lettered. A
+execution moves requested -> running (attempt counted) -> succeeded | failed | dead_lettered; an in-process
+builtin's attempt that ends goes from requested to its end in one write, which counts it. A
 retryable failure (timeout, connection error, 5xx, 429) raises, so the consumer framework schedules
 a retry with backoff; every attempt carries the execution id as its idempotency key, so a timed-out
 call that did land is never a second, distinct action. After the tool's last attempt the event is
@@ -20,6 +21,14 @@ from tools_app.runners import AlreadyFinished, Attempt
 
 class ToolCallFailed(Exception):
     """A retryable failure of one attempt."""
+
+
+def _attempt_record(batch, effect: Attempt) -> dict:
+    """The columns an attempt that was not counted before it ran (an in-process builtin's) sets with its
+    outcome: the count, and the start of the first attempt."""
+    if effect.recorded:
+        return {}
+    return {"attempts": effect.attempts, "started_at": effect.started_at or batch.now}
 
 
 class ToolAgent(Agent):
@@ -56,6 +65,7 @@ class ToolAgent(Agent):
         }
         if outcome.request:
             values["request"] = outcome.request
+        values.update(_attempt_record(batch, effect))
         return Decision(
             records=[Update(ToolExecution, execution_id, values)],
             emit=[
@@ -75,14 +85,11 @@ class ToolAgent(Agent):
         execution_id = event.payload["execution_id"]
         effect = batch.effects.get(event.event_id)
         attempts = effect.attempts if isinstance(effect, Attempt) else 0
+        values = {"status": "dead_lettered", "error": error, "finished_at": batch.now, "updated_at": batch.now}
+        if isinstance(effect, Attempt):
+            values.update(_attempt_record(batch, effect))
         return Decision(
-            records=[
-                Update(
-                    ToolExecution,
-                    execution_id,
-                    {"status": "dead_lettered", "error": error, "finished_at": batch.now, "updated_at": batch.now},
-                )
-            ],
+            records=[Update(ToolExecution, execution_id, values)],
             emit=[
                 Emit.of(
                     ToolExecutionCompleted(

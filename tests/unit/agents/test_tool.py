@@ -128,3 +128,14 @@ def test_a_request_dead_lettered_without_an_attempt_counts_none():
         decision = AGENT.on_dead_letter(batch(effect), {}, requested(), "boom")
         assert the_update(decision)["status"] == "dead_lettered"
         assert decision.emit[0].payload.attempts == 0, effect
+
+
+def test_an_attempt_not_counted_before_it_ran_is_counted_by_the_write_that_ends_it():
+    started = datetime(2025, 3, 1, 11, 59, tzinfo=UTC)
+    first = Attempt(Outcome("succeeded", response={}), attempts=1, max_attempts=3, recorded=False)
+    later = Attempt(Outcome("failed", error="no"), attempts=3, max_attempts=3, recorded=False, started_at=started)
+
+    values = the_update(AGENT.decide(batch(first), {}, requested()))
+    assert (values["status"], values["attempts"], values["started_at"]) == ("succeeded", 1, NOW)
+    values = the_update(AGENT.decide(batch(later), {}, requested()))
+    assert (values["status"], values["attempts"], values["started_at"]) == ("failed", 3, started)
