@@ -1150,8 +1150,21 @@ def children(pid: int) -> list[int]:
 def cpu_seconds(pids: set[int] | None = None, cmdline: str | None = None) -> float:
     """CPU seconds used so far by the given processes, or by every process whose command line (a
     PostgreSQL backend's shows its role and database) contains `cmdline`."""
+    return sum(cpu_by_process(pids, cmdline).values())
+
+
+def cpu_used_since(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
+    """CPU seconds the processes of `after` used since `before` was read. A process that ended in between is
+    not in `after`: its whole total must not be taken away (a backend that closed while a level ran made the
+    difference of two sums negative), and what it used after `before` cannot be read any more - so this is a
+    lower bound when processes end."""
+    return sum(cpu - before.get(key, 0.0) for key, cpu in after.items())
+
+
+def cpu_by_process(pids: set[int] | None = None, cmdline: str | None = None) -> dict[tuple[int, int], float]:
+    """CPU seconds used so far, per (pid, start time) - a pid the kernel reuses is another process."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found: dict[tuple[int, int], float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -1164,8 +1177,8 @@ def cpu_seconds(pids: set[int] | None = None, cmdline: str | None = None) -> flo
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        found[(int(entry.name), int(fields[19]))] = (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -1347,10 +1360,10 @@ def measure(args, base_url: str, keys: dict[str, str], server: subprocess.Popen,
 def measure_endpoint(client: Client, requests: list[Request], endpoint: str, statements, workers: set[int]) -> dict:
     statements.reset()
     busy0, total0 = machine_cpu()
-    server0, me0, pg0 = cpu_seconds(workers), cpu_seconds({os.getpid()}), cpu_seconds(cmdline=PG_BACKENDS)
+    server0, me0, pg0 = cpu_seconds(workers), cpu_seconds({os.getpid()}), cpu_by_process(cmdline=PG_BACKENDS)
     records, wall = client.run(requests)
     busy1, total1 = machine_cpu()
-    server1, me1, pg1 = cpu_seconds(workers), cpu_seconds({os.getpid()}), cpu_seconds(cmdline=PG_BACKENDS)
+    server1, me1, pg1 = cpu_seconds(workers), cpu_seconds({os.getpid()}), cpu_by_process(cmdline=PG_BACKENDS)
     count = len(records)
     ok = [r for r in records if r[2] == 200]
     by_mix: dict[str, list[float]] = defaultdict(list)
@@ -1358,11 +1371,12 @@ def measure_endpoint(client: Client, requests: list[Request], endpoint: str, sta
         by_mix[mix].append(ms)
     cpu = {
         "server_ms": (server1 - server0) * 1000 / max(count, 1),
-        "postgres_ms": (pg1 - pg0) * 1000 / max(count, 1),
+        "postgres_ms": cpu_used_since(pg0, pg1) * 1000 / max(count, 1),
         "client_ms": (me1 - me0) * 1000 / max(count, 1),
         "machine_ms": (busy1 - busy0) * 1000 / max(count, 1),
     }
     cpu["other_processes_ms"] = cpu["machine_ms"] - cpu["server_ms"] - cpu["postgres_ms"] - cpu["client_ms"]
+    ended = len(set(pg0) - set(pg1))
     entry = {
         **summarise([r[1] for r in ok]),
         "errors": count - len(ok),
@@ -1372,6 +1386,8 @@ def measure_endpoint(client: Client, requests: list[Request], endpoint: str, sta
         "cpu_per_request": {k: round(v, 3) for k, v in cpu.items()},
         "machine_utilisation": round((busy1 - busy0) / max(total1 - total0, 1e-9), 3),
         "postgres": statements.read(count),
+        # Backends that ended during the level: their last share of CPU is not counted (postgres_ms is a lower bound).
+        "postgres_backends_ended": ended,
     }
     if len(by_mix) > 1:
         entry["mixes"] = {mix: summarise(v) for mix, v in sorted(by_mix.items())}

@@ -40,3 +40,31 @@ def test_each_process_counts_for_its_nearest_named_ancestor():
     ]
     groups = cpu_by_ancestor({10: "client", 11: "workers", 13: "api"}, iter(tree))
     assert groups == {"client": 1.0, "workers": 5.0, "api": 4.0}
+
+
+def test_the_query_bench_counts_only_what_live_backends_used_since_the_first_reading():
+    import subprocess
+    import sys
+
+    from bench.queries import cpu_by_process, cpu_used_since
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while (busy := cpu_by_process({child.pid})) and sum(busy.values()) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        me = os.getpid()
+        before = cpu_by_process({me, child.pid})
+        assert len(before) == 2 and sum(v for (pid, _), v in before.items() if pid == child.pid) >= 0.25
+    finally:
+        child.kill()
+        child.wait()
+    t = time.process_time()
+    while time.process_time() - t < 0.2:
+        pass
+    after = cpu_by_process({me, child.pid})
+    assert [pid for pid, _ in after] == [me]
+    # The ended child's 0.3 s is not taken away (the difference of two sums went negative so); this process's
+    # busy 0.2 s is counted.
+    assert 0.15 <= cpu_used_since(before, after) < 1.0
+    assert sum(after.values()) - sum(before.values()) < cpu_used_since(before, after)
