@@ -150,7 +150,8 @@ def tool_executions_attempt(
         # A call's execution that ended between the read and the mark (a concurrent batch) is not made.
         ended = set(wanted) - set(open_) | set(calls) - set(counted)
         finished = selectors.execution_statuses(execution_ids=list(ended))
-        views = exception_views(exception_ids=list({e.exception_id for e in requests}))
+        # What a call's URL and body are rendered from; a builtin gets its rendered params only.
+        views = exception_views(exception_ids=list({wanted[i].exception_id for i in calls if i in counted}))
     allowed_hosts = list((tenant.overrides or {}).get("allowed_hosts") or [])
     allowed_cidrs = list((tenant.overrides or {}).get("allowed_cidrs") or [])
 
