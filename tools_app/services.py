@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -183,8 +184,9 @@ def tool_executions_attempt(
     waiting = [i for i in calls if i in counted]
     if len(waiting) < 2:
         waiting = []
+    here = set(open_) - ended - set(waiting)
     for execution_id in open_:
-        if execution_id not in ended and execution_id not in waiting:
+        if execution_id in here:
             effects[wanted[execution_id].event_id] = attempt(execution_id)
     if waiting:
         parallel = max(1, settings.SENTINAI["TOOL_PARALLEL_CALLS"])
@@ -195,17 +197,19 @@ def tool_executions_attempt(
             for execution_id, result in zip(waiting, results, strict=True):
                 effects[wanted[execution_id].event_id] = result
     # A builtin's retryable failure is its attempt's only trace (the retry commits nothing else): count it
-    # now, as a call's is counted.
-    retried = [
-        execution_id
-        for execution_id, event in wanted.items()
-        if isinstance(effect := effects.get(event.event_id), runners.Attempt)
-        and not effect.recorded
-        and effect.outcome.status == "retry"
-    ]
+    # now, as a call's is counted, and say so to decide.
+    retried = {
+        execution_id: effect
+        for execution_id in here
+        if not (effect := effects[wanted[execution_id].event_id]).recorded and effect.outcome.status == "retry"
+    }
     if retried:
         with tenant_scope(tenant.id):
-            _executions_start(retried)
+            counts = _executions_start(list(retried))
+        for execution_id, effect in retried.items():
+            effects[wanted[execution_id].event_id] = dataclasses.replace(
+                effect, recorded=True, attempts=counts.get(execution_id, effect.attempts)
+            )
     for execution_id, status in finished.items():
         effects[wanted[execution_id].event_id] = runners.AlreadyFinished(status)
     return effects

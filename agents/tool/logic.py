@@ -23,10 +23,10 @@ class ToolCallFailed(Exception):
     """A retryable failure of one attempt."""
 
 
-def _attempt_record(batch, effect: Attempt) -> dict:
+def _attempt_record(batch, effect) -> dict:
     """The columns an attempt that was not counted before it ran (an in-process builtin's) sets with its
-    outcome: the count, and the start of the first attempt."""
-    if effect.recorded:
+    outcome: the count, and the start of the first attempt. Nothing for any other effect."""
+    if not isinstance(effect, Attempt) or effect.recorded:
         return {}
     return {"attempts": effect.attempts, "started_at": effect.started_at or batch.now}
 
@@ -86,8 +86,7 @@ class ToolAgent(Agent):
         effect = batch.effects.get(event.event_id)
         attempts = effect.attempts if isinstance(effect, Attempt) else 0
         values = {"status": "dead_lettered", "error": error, "finished_at": batch.now, "updated_at": batch.now}
-        if isinstance(effect, Attempt):
-            values.update(_attempt_record(batch, effect))
+        values.update(_attempt_record(batch, effect))
         return Decision(
             records=[Update(ToolExecution, execution_id, values)],
             emit=[

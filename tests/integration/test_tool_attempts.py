@@ -81,7 +81,7 @@ def test_a_builtin_attempt_that_ends_is_not_written_before_the_write_that_ends_i
     row = _row(tenant.id, succeeding)
     assert (row.status, row.attempts, row.started_at) == ("requested", 0, None)
     # The retryable failure: counted and committed now, since the retry commits nothing else.
-    assert isinstance(again, Attempt) and again.outcome.status == "retry" and again.attempts == 2
+    assert isinstance(again, Attempt) and again.outcome.status == "retry" and again.attempts == 2 and again.recorded
     row = _row(tenant.id, retried)
     assert (row.status, row.attempts) == ("running", 2) and row.started_at is not None
     # The execution that had ended is not attempted again.

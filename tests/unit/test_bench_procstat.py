@@ -2,9 +2,12 @@
 its parent and the CPU it has used, and a busy loop shows up in the next snapshot."""
 
 import os
+import subprocess
+import sys
 import time
 
 from bench.procstat import Proc, cpu_by_ancestor, processes
+from bench.queries import cpu_by_process, cpu_used_since
 
 
 def _me() -> Proc:
@@ -43,11 +46,6 @@ def test_each_process_counts_for_its_nearest_named_ancestor():
 
 
 def test_the_query_bench_counts_only_what_live_backends_used_since_the_first_reading():
-    import subprocess
-    import sys
-
-    from bench.queries import cpu_by_process, cpu_used_since
-
     child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)"])  # fmt: skip
     try:
         deadline = time.monotonic() + 10
