@@ -38,7 +38,7 @@ from datetime import datetime
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from sentinai.eventstore.events import Envelope
 from sentinai.eventstore.reader import load_envelopes
@@ -403,7 +403,7 @@ def relay_round(producer, topics: Topics, limit: int | None = None) -> RoundResu
     result, sent_total = _Round(), 0
     while shards:
         try:
-            with all_tenants_scope(), transaction.atomic():
+            with all_tenants_scope():  # the scope is the group's transaction (no savepoint inside it)
                 delivery, locked = Delivery(producer, topics), []
                 done = _work_shards(shards, delivery, limit, result, locked)
                 sent = delivery.wait()

@@ -13,9 +13,11 @@ in one database transaction, scoped to the tenant:
 4. decide: the agent's pure decision function, event by event, under try/except - one failing event
    never fails its batch. A failed event gets a retry record (exponential backoff with jitter) and a
    RetryScheduled event, or after its last attempt a DeadLettered event and a dead-letter row;
-5. write everything in bulk (projections, new events, outbox rows) under one savepoint. Should that
-   bulk write fail, each exception's share is retried under its own savepoint, so one bad event
-   still cannot take the others down;
+5. write everything in bulk (projections, new events, outbox rows), with no savepoint of its own: a
+   savepoint per batch is two more round trips, and on PostgreSQL each distinct savepoint name is a
+   statement of its own to pg_stat_statements, which then evicts entries all day. Should that bulk
+   write fail, the whole transaction is rolled back and the batch is run again, each exception's
+   share under its own savepoint, so one bad event still cannot take the others down;
 6. delete the consumed outbox rows, commit; the new events' outbox rows are published after commit;
    the broker message is acked after that (acks_late).
 """
@@ -102,21 +104,34 @@ def handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
         return _handle_incoming(agent, incoming)
 
 
+class _BulkWriteFailed(Exception):
+    """The bulk write of a batch failed for a data reason; its transaction is rolled back."""
+
+
 def _handle_incoming(agent: Agent, incoming: IncomingBatch) -> Report:
     effects: dict[str, Any] = {}
     if type(agent).perform is not Agent.perform:
         effects = _perform(agent, incoming)
-    for attempt in range(1, 4):
+    each, attempt = False, 1
+    while True:
         try:
-            return _process(agent, incoming, effects)
+            return _process(agent, incoming, effects, each=each)
+        except _BulkWriteFailed as failed:
+            # Run again with a savepoint per exception: the decisions are taken again on the rolled-back
+            # state; the effects (calls that left the process) are reused, never performed twice.
+            with log_context(exception_ids=sorted({e.exception_id for e in incoming.events})):
+                logger.warning(
+                    "bulk write of a %s batch failed (%s); writing exception by exception", agent.name, failed.__cause__
+                )
+            each = True
         except DatabaseError as exc:
             # Deadlocks and serialisation failures are transient by definition: run the batch again.
             if attempt < 3 and getattr(getattr(exc, "__cause__", None), "sqlstate", None) in ("40P01", "40001"):
                 with log_context(exception_ids=sorted({e.exception_id for e in incoming.events})):
                     logger.warning("batch for %s hit %s; running it again", agent.name, exc)
+                attempt += 1
                 continue
             raise
-    raise AssertionError("unreachable")
 
 
 def _perform(agent: Agent, incoming: IncomingBatch) -> dict[str, Any]:
@@ -167,7 +182,10 @@ def _id(value: Any) -> str:
     return value if isinstance(value, str) and len(value) == 36 else ids.parse(value)
 
 
-def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any]) -> Report:
+def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any], *, each: bool = False) -> Report:
+    """The batch in one transaction. A bulk write that fails for a data reason raises _BulkWriteFailed
+    out of the transaction (rolling it back); with `each`, every exception's share is written under
+    its own savepoint instead."""
     report = Report(received=len(incoming.events))
     tenant_id = incoming.tenant_id
     events = list({e.event_id: e for e in incoming.events}.values())
@@ -185,16 +203,15 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any]) -> 
             agent=agent.name, tenant_id=tenant_id, tenant=tenant, now=timezone.now(), events=fresh, effects=effects
         )
         outcomes = _decide(agent, batch, streams, fresh)
-        snapshot = {xid: stream.copy() for xid, stream in streams.items()}
-        try:
-            with transaction.atomic():
+        if each:
+            report = _write_each(agent, batch, streams, outcomes, report)
+        else:
+            try:
                 _write(agent, batch, streams, outcomes, report)
-        except _WRITE_ERRORS as exc:
-            if isinstance(exc, _CONNECTION_ERRORS):
-                raise
-            with log_context(exception_ids=sorted(streams)):
-                logger.warning("bulk write of a %s batch failed (%s); writing exception by exception", agent.name, exc)
-            report = _write_each(agent, batch, snapshot, outcomes, report)
+            except _WRITE_ERRORS as exc:
+                if isinstance(exc, _CONNECTION_ERRORS):
+                    raise
+                raise _BulkWriteFailed() from exc
         if orphans:
             _dead_letter_orphans(agent.name, tenant_id, orphans)
             report.dead_lettered += len(orphans)
@@ -237,8 +254,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
-    """Slow path: each exception's outcomes under their own savepoint. An exception whose write fails
-    gets its first applied event retried and the rest parked behind it."""
+    """Slow path, after a failed bulk write: each exception's outcomes under their own savepoint. An
+    exception whose write fails gets its first applied event retried and the rest parked behind it.
+    `snapshot` holds the streams as locked; each exception's entry is replaced by what was written."""
     report = Report(received=report.received, duplicates=report.duplicates, fallback=True)
     by_exception: dict[str, list[_Outcome]] = defaultdict(list)
     for outcome in outcomes:

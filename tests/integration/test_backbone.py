@@ -251,6 +251,47 @@ def test_one_failing_event_never_fails_its_batch_and_is_retried_then_dead_letter
         assert DeadLetter.objects.get().status == DeadLetter.Status.REPLAYED
 
 
+def test_a_batch_whose_bulk_write_fails_is_written_again_exception_by_exception(tenant, log_dir, tmp_path):
+    """The bulk write has no savepoint of its own: when it fails, the transaction is rolled back and the
+    batch is run again with a savepoint per exception. The others commit; the bad one is retried."""
+    unwritable = tmp_path / "unwritable"
+    unwritable.touch()
+    ids = make_exceptions(TENANT, 20)
+    bad = ids[7]
+    with tenant_scope(TENANT):
+        store.append(
+            tenant_id=TENANT,
+            events=[
+                store.NewEvent(i, "TriageRequested", {"exception_type": "unwritable" if i == bad else "x"}) for i in ids
+            ],
+            producer="intake",
+        )
+    policy = '{"triage": {"base_seconds": 0.5, "factor": 2, "cap_seconds": 5, "max_attempts": 6}}'
+    env = {"PROBE_UNWRITABLE_FILE": str(unwritable), "SENTINAI_RETRY_POLICIES": policy}
+    with WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS, env=env) as worker:
+        wait_until(lambda: count(ProcessedEvent, consumer="triage") == 19, 30)
+        assert all(applied(i) == [1] for i in ids if i != bad)
+        assert applied(bad) == []
+        with tenant_scope(TENANT):
+            attempt = EventAttempt.objects.get()
+            retry = ExceptionEvent.objects.get(event_type="RetryScheduled")
+        assert str(attempt.exception_id) == bad and "write failed" in attempt.error, attempt.error
+        assert str(retry.exception_id) == bad
+        # One PolicyEvaluationRequested per exception written, none for the rolled-back bulk write.
+        assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 19
+        assert "writing exception by exception" in worker.log()
+
+        unwritable.unlink()  # the data is fixed: the retry applies the event
+        deadline = time.monotonic() + 30
+        while applied(bad) != [1] and time.monotonic() < deadline:
+            scheduler.tick_all_tenants()
+            time.sleep(0.1)
+        assert applied(bad) == [1]
+    assert count(ProcessedEvent, consumer="triage") == 20
+    assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 20
+    assert count(DeadLetter) == 0
+
+
 # --- poison messages -----------------------------------------------------------------------------
 
 

@@ -6,7 +6,9 @@ sequence of every event in the order it applied them. Its behaviour is steered b
 `exception_type`:
   "boom"  - raises while the file named by $PROBE_FAULT_FILE exists (a fault an operator can fix);
   "sleep" - while the file $PROBE_SLEEP_FILE exists: touches $PROBE_STARTED_FILE and sleeps
-            $PROBE_SLEEP_SECONDS (so a test can kill the worker holding the batch).
+            $PROBE_SLEEP_SECONDS (so a test can kill the worker holding the batch);
+  "unwritable" - while the file $PROBE_UNWRITABLE_FILE exists, decides a change the database refuses
+            to store (a NUL character in the exception's jsonb), so the batch's bulk write fails.
 Otherwise it emits PolicyEvaluationRequested, which ProbePolicy consumes and answers with nothing.
 """
 
@@ -41,8 +43,12 @@ class ProbeTriage(Agent):
                 started.touch()
             time.sleep(float(os.environ.get("PROBE_SLEEP_SECONDS", "0.05")))
         applied = [*(state.get("normalized") or {}).get("applied", []), event.sequence]
+        normalized: dict = {"applied": applied}
+        unwritable = _flag("PROBE_UNWRITABLE_FILE")
+        if kind == "unwritable" and unwritable and unwritable.exists():
+            normalized["note"] = "\u0000"
         return Decision(
-            exception={"normalized": {"applied": applied}},
+            exception={"normalized": normalized},
             emit=[Emit.of(PolicyEvaluationRequested(exception_type="probe", severity="low"))],
         )
 
