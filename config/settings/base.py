@@ -210,6 +210,8 @@ SENTINAI = {
     "AGENT_IMPLEMENTATIONS": env.json("SENTINAI_AGENT_IMPLEMENTATIONS", default={}),
     # A worker that receives a small batch takes the messages waiting behind it (sentinai/pipeline/coalesce.py).
     "COALESCE": env.bool("SENTINAI_COALESCE", default=True),
+    # After finding a queue empty, a worker process does not fetch from it again for this long.
+    "COALESCE_IDLE_SECONDS": env.float("SENTINAI_COALESCE_IDLE_SECONDS", default=0.1),
     # Lanes (config/routing.py): each laned agent's queues <agent>.0 … <agent>.<LANES-1>, tenants spread
     # over them by a stable hash, plus <agent>.tenant-<id> for each tenant listed in DEDICATED_LANES. Every
     # process (API, workers, beat) must be given the same values.

@@ -8,13 +8,22 @@ far above the cost of an event, so when the delivered message is small the task 
 messages (basic_get on a channel of its own, unacknowledged), up to BATCH_SIZE events, merges them
 per tenant, and acknowledges them only after their transactions committed. A worker that dies holding
 them returns them to the queue, like the delivered message itself.
+
+A fetch costs the broker a basic.get; an empty one is pure cost (at half load, about 0.66 ms of
+RabbitMQ CPU per message, measured: docs/performance.md). So a fetch stops when the broker says the
+queue is empty (basic.get-ok carries the count of messages left), and a queue found empty is not asked
+again by this process for SENTINAI_COALESCE_IDLE_SECONDS: messages arriving meanwhile are delivered as
+usual, one task each. While fetches keep finding messages, they go on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
+
+from django.conf import settings
 
 from config import routing
 from config.celery import app as celery_app
@@ -22,6 +31,8 @@ from config.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 _local = threading.local()
+# queue name -> monotonic time before which this process does not fetch from it (found empty).
+_idle_until: dict[str, float] = {}
 
 
 @dataclass
@@ -77,11 +88,15 @@ def fetch(queue: str, task_name: str, *, max_events: int, max_messages: int = 10
     raises: coalescing is an optimisation, and on any broker trouble the task runs what it has."""
     taken: list[Fetched] = []
     events = 0
+    if _idle_until.get(queue, 0.0) > time.monotonic():
+        return taken
     try:
         bound = _queue(queue)
         while events < max_events and len(taken) < max_messages:
             message = bound.get(no_ack=False, accept=["application/json"])
             if message is None:
+                if not taken:
+                    _idle_until[queue] = time.monotonic() + settings.SENTINAI["COALESCE_IDLE_SECONDS"]
                 break
             if (message.headers or {}).get("task") != task_name:
                 message.reject(requeue=True)  # not a batch: leave it to Celery
@@ -93,6 +108,8 @@ def fetch(queue: str, task_name: str, *, max_events: int, max_messages: int = 10
                 taken.append(Fetched(message, body))
             except Exception as exc:  # undecodable: the caller dead-letters it
                 taken.append(Fetched(message, None, f"undecodable message: {type(exc).__name__}: {exc}"))
+            if (message.delivery_info or {}).get("message_count") == 0:
+                break  # that was the last one waiting: no empty basic.get to find it out
     except Exception as exc:
         logger.warning("coalescing on %s stopped: %s", queue, exc)
         for item in taken:

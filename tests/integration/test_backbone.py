@@ -15,6 +15,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.conf import settings as settings_module
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -495,6 +496,36 @@ def test_small_messages_waiting_in_a_queue_are_coalesced_into_few_batches(tenant
         transactions = ProcessedEvent.objects.filter(consumer="triage").values("processed_at").distinct().count()
     assert transactions <= 5, f"60 messages took {transactions} transactions"
     assert count(Outbox, queue="triage") == 0
+
+
+def test_coalescing_asks_an_empty_queue_once_per_idle_window_and_stops_at_the_last_message(tenant, monkeypatch):
+    from kombu import Queue
+
+    from sentinai.pipeline import coalesce
+
+    gets = []
+    real_get = Queue.get
+    monkeypatch.setattr(Queue, "get", lambda self, *a, **k: gets.append(self.name) or real_get(self, *a, **k))
+    monkeypatch.setitem(settings_module.SENTINAI, "COALESCE_IDLE_SECONDS", 1.0)
+    monkeypatch.setattr(coalesce, "_idle_until", {})
+    lane, task = routing.lane_queue("triage", TENANT), message.task_name("triage")
+    assert coalesce.fetch(lane, task, max_events=100) == []
+    assert len(gets) == 1
+    for _ in range(3):
+        publish_body("triage", {"tenant_id": TENANT, "events": [{}]})
+    wait_until(lambda: queue_depth(lane) == 3, 10)
+    # Found empty a moment ago: not asked again within the window, whatever has arrived since.
+    assert coalesce.fetch(lane, task, max_events=100) == []
+    assert len(gets) == 1
+    time.sleep(1.05)
+    taken = coalesce.fetch(lane, task, max_events=100)
+    try:
+        assert len(taken) == 3
+        # The third basic.get-ok said no message was left: no fourth, empty, get.
+        assert len(gets) == 4
+    finally:
+        for item in taken:
+            item.ack()
 
 
 def test_an_agents_own_batch_size_cuts_its_messages_and_no_other_agents(tenant, settings):
