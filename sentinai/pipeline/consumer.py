@@ -211,6 +211,8 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any], *, 
             except _WRITE_ERRORS as exc:
                 if isinstance(exc, _CONNECTION_ERRORS):
                     raise
+                # The transaction is aborted: nothing more runs in it (not even a nested scope's reset).
+                transaction.set_rollback(True)
                 raise _BulkWriteFailed() from exc
         if orphans:
             _dead_letter_orphans(agent.name, tenant_id, orphans)
