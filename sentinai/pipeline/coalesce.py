@@ -9,11 +9,11 @@ messages (basic_get on a channel of its own, unacknowledged), up to BATCH_SIZE e
 per tenant, and acknowledges them only after their transactions committed. A worker that dies holding
 them returns them to the queue, like the delivered message itself.
 
-A fetch costs the broker a basic.get; an empty one is pure cost (at half load, about 0.66 ms of
-RabbitMQ CPU per message, measured: docs/performance.md). So a fetch stops when the broker says the
-queue is empty (basic.get-ok carries the count of messages left), and a queue found empty is not asked
-again by this process for SENTINAI_COALESCE_IDLE_SECONDS: messages arriving meanwhile are delivered as
-usual, one task each. While fetches keep finding messages, they go on.
+A fetch costs the broker a basic.get, and an empty one does nothing. So a fetch stops when the broker
+says the queue is empty (basic.get-ok carries the count of messages left), and a queue found empty is
+not asked again by this process for SENTINAI_COALESCE_IDLE_SECONDS: messages arriving meanwhile are
+delivered as usual, one task each. While fetches keep finding messages, they go on. (Measured at half
+load, this left RabbitMQ's CPU per hop where it was: docs/performance.md, "No savepoint per batch".)
 """
 
 from __future__ import annotations
