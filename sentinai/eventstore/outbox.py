@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -78,6 +78,29 @@ def offer(
 ) -> list[OutboxRow]:
     """Owe stored events to agent queues: outbox rows (batches of at most routing.batch_size), published
     after the caller's transaction commits. `envelopes` spares the publisher reading them back."""
+    fast, inserted = _insert(tenant_id, event_ids_by_queue)
+    rows = _rows(tenant_id, inserted())
+    if fast and rows:
+        transaction.on_commit(partial(publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
+    return rows
+
+
+def offer_deferred(
+    tenant_id: str,
+    event_ids_by_queue: dict[str, Sequence[str]],
+    *,
+    envelopes: Sequence[Envelope] = (),
+) -> None:
+    """`offer` for a caller in a pipeline (bulk.pipeline): the new rows' ids are read by the publisher
+    after commit, so the insert never waits for its answer."""
+    fast, inserted = _insert(tenant_id, event_ids_by_queue)
+    if fast:
+        transaction.on_commit(
+            partial(_publish_deferred, tenant_id, inserted, {e.event_id: e for e in envelopes}), robust=True
+        )
+
+
+def _insert(tenant_id: str, event_ids_by_queue: dict[str, Sequence[str]]) -> tuple[bool, Callable[[], list]]:
     if not connection.in_atomic_block:
         raise RuntimeError("the outbox is written only inside the caller's transaction")
     # Stamped for the fast path's send (see the module's docstring), unless the fast path is paused.
@@ -96,9 +119,12 @@ def offer(
                 }
             )
     if not wanted:
-        return []
-    inserted = bulk.insert(Outbox, wanted, returning=["id", "queue", "event_ids"])
-    rows = [
+        return False, list
+    return fast, bulk.insert_later(Outbox, wanted, returning=["id", "queue", "event_ids"])
+
+
+def _rows(tenant_id: str, inserted: Sequence[tuple]) -> list[OutboxRow]:
+    return [
         OutboxRow(
             id=row_id,
             tenant_id=tenant_id,
@@ -107,9 +133,15 @@ def offer(
         )
         for row_id, queue, event_ids in inserted
     ]
-    if fast:
-        transaction.on_commit(partial(publish_after_commit, rows, {e.event_id: e for e in envelopes}), robust=True)
-    return rows
+
+
+def _publish_deferred(tenant_id: str, inserted: Callable[[], list], envelopes: dict[str, Envelope]) -> None:
+    try:
+        rows = _rows(tenant_id, inserted())
+    except Exception as exc:  # stamped published but not sent: the relay re-sends them later
+        logger.warning("could not read the outbox rows just committed, the relay will send them: %s", exc)
+        return
+    publish_after_commit(rows, envelopes)
 
 
 def redrive(rows: Sequence[Outbox]) -> int:

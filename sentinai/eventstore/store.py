@@ -18,7 +18,7 @@ The projection a stream belongs to (the exception row) is owned by an app, which
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,10 +105,20 @@ def open_streams(tenant_id: str, exception_ids: Iterable[str]) -> None:
 def lock_streams(tenant_id: str, exception_ids: Iterable[str], fields: Sequence[str] = ()) -> dict[str, Stream]:
     """Lock the stream heads of these exceptions (in id order, so concurrent lockers cannot deadlock)
     and return them with the requested fields of the exception projection."""
+    with bulk.pipeline():
+        locked = lock_streams_later(tenant_id, exception_ids, fields)
+    return locked()
+
+
+def lock_streams_later(
+    tenant_id: str, exception_ids: Iterable[str], fields: Sequence[str] = ()
+) -> Callable[[], dict[str, Stream]]:
+    """`lock_streams`, whose answer is read when the returned function is called: in a pipeline
+    (bulk.pipeline) the caller sends its own statements with these, and the lot costs one round trip."""
     _require_transaction()
     wanted = list(set(exception_ids))
     if not wanted:
-        return {}
+        return dict
     if bulk.is_postgres():
         return _lock_streams_postgres(tenant_id, wanted, list(fields))
     rows = (
@@ -124,35 +134,44 @@ def lock_streams(tenant_id: str, exception_ids: Iterable[str], fields: Sequence[
     if fields and streams:
         for row in projection().objects.filter(id__in=list(streams)).values("id", *fields):
             streams[str(row.pop("id"))].fields = row
-    return streams
+    return lambda: streams
 
 
-def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) -> dict[str, Stream]:
+def _lock_streams_postgres(tenant_id: str, wanted: list[str], extra: list[str]) -> Callable[[], dict[str, Stream]]:
     """Lock, then read. The projection is read by a second statement on purpose: when the lock had to
     wait for another transaction, PostgreSQL re-checks only the locked row, so projection columns
-    joined into the locking statement could be those of before that transaction committed."""
-    streams = {}
-    with bulk.server_cursor() as cursor:
-        cursor.execute(
-            "SELECT exception_id, last_sequence, consumer_heads FROM exception_stream "
-            f"WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} ORDER BY exception_id FOR UPDATE",
-            [tenant_id, bulk.uuid_list(wanted)],
+    joined into the locking statement could be those of before that transaction committed. Sent
+    together (in the caller's pipeline), the server still runs the read after the lock is held, with
+    a snapshot of its own."""
+    locked = bulk.select_later(
+        "SELECT exception_id, last_sequence, consumer_heads FROM exception_stream "
+        f"WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} ORDER BY exception_id FOR UPDATE",
+        [tenant_id, bulk.uuid_list(wanted)],
+    )
+    read = list
+    json_fields: set[int] = set()
+    if extra:
+        meta = projection()._meta
+        fields = [meta.get_field(name) for name in extra]
+        json_fields = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
+        columns = ", ".join(f'"{f.column}"' for f in fields)
+        read = bulk.select_later(
+            f'SELECT id, {columns} FROM "{meta.db_table}" WHERE id {bulk.ANY_UUIDS}', [bulk.uuid_list(wanted)]
         )
-        for exception_id, last_sequence, heads in cursor:
-            streams[exception_id] = Stream(exception_id, last_sequence, dict(_json(heads) or {}), {})
-        if extra and streams:
-            meta = projection()._meta
-            fields = [meta.get_field(name) for name in extra]
-            json_fields = {i for i, f in enumerate(fields) if isinstance(f, models.JSONField)}
-            columns = ", ".join(f'"{f.column}"' for f in fields)
-            cursor.execute(
-                f'SELECT id, {columns} FROM "{meta.db_table}" WHERE id {bulk.ANY_UUIDS}', [bulk.uuid_list(streams)]
-            )
-            for exception_id, *values in cursor:
-                streams[exception_id].fields = {
+
+    def streams() -> dict[str, Stream]:
+        found = {
+            exception_id: Stream(exception_id, last_sequence, dict(_json(heads) or {}), {})
+            for exception_id, last_sequence, heads in locked()
+        }
+        for exception_id, *values in read():
+            if exception_id in found:
+                found[exception_id].fields = {
                     name: (_json(value) if i in json_fields else value)
                     for i, (name, value) in enumerate(zip(extra, values, strict=True))
                 }
+        return found
+
     return streams
 
 
@@ -217,17 +236,21 @@ def _write_events(tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         }
         for e in envelopes
     ]
-    streamed = kafka.stream_enabled()
-    if streamed:  # the stream's messages carry the stored recorded_at: the insert returns it, once
-        recorded_at = bulk.insert_stamped(ExceptionEvent, rows, stamp="recorded_at")
-    else:
-        bulk.insert(ExceptionEvent, rows)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for e in envelopes:
         for queue in subscribers(e.event_type):
             by_queue[queue].append(e.event_id)
-    outbox.offer(tenant_id, by_queue, envelopes=envelopes)
-    if streamed:
+    # Appends run in a pipeline, where no statement here waits for an answer: the outbox rows' ids
+    # are read by the publisher after commit, and the stream's rows are written by the events' own
+    # INSERT, the database putting the events' recorded_at into their messages.
+    outbox.offer_deferred(tenant_id, by_queue, envelopes=envelopes)
+    if not kafka.stream_enabled():
+        bulk.insert(ExceptionEvent, rows)
+    elif bulk.is_postgres():
+        sql, payload = bulk.insert_sql(ExceptionEvent, rows)
+        event_stream.owe_with_insert(tenant_id, envelopes, sql, [payload])
+    else:  # the stream's messages carry the stored recorded_at: the insert returns it, once
+        recorded_at = bulk.insert_stamped(ExceptionEvent, rows, stamp="recorded_at")
         event_stream.owe(tenant_id, envelopes, recorded_at)
 
 
@@ -277,6 +300,17 @@ def append(
     elif streams is None:
         streams = lock_streams(tenant_id, (e.exception_id for e in events))
     envelopes = _stage(tenant_id, streams, events, producer)
+    if envelopes:
+        # Every statement of an append is this module's bulk SQL: in one pipeline they cost two
+        # round trips (the events' insert answers with their recorded_at; the end waits for the rest).
+        with bulk.pipeline():
+            _write(tenant_id, streams, envelopes, new_streams)
+    else:  # (a pipeline's end costs a round trip even when it has little to wait for)
+        _write(tenant_id, streams, envelopes, new_streams)
+    return envelopes
+
+
+def _write(tenant_id: str, streams: dict[str, Stream], envelopes: list[Envelope], new_streams: bool) -> None:
     _write_events(tenant_id, envelopes)
     if new_streams:
         bulk.insert(
@@ -293,4 +327,3 @@ def append(
         )
     else:
         _write_streams(streams.values())
-    return envelopes

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -74,6 +75,33 @@ def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: datetime) ->
     transaction, when the stream is on): each shard's row carries its events ready to produce
     (`messages`), built here from the envelopes and the time the event store recorded them
     (`recorded_at`, one for the append's insert), so that the relay reads them from one column."""
+    bulk.insert(StreamOutbox, _rows(tenant_id, envelopes, recorded_at.isoformat()))
+
+
+# Stands for recorded_at in messages built before the database stamps the events (`owe_with_insert`);
+# random per process, so no payload can carry it.
+_RECORDED_AT = f"recorded-at-{secrets.token_hex(16)}"
+# The statement's time as `datetime.isoformat()` writes a UTC time (the form `value` gives).
+_RECORDED_AT_SQL = "to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+
+def owe_with_insert(tenant_id: str, envelopes: Sequence[Envelope], insert_sql: str, insert_params: list) -> None:
+    """PostgreSQL: `owe`, in one statement with the events' own INSERT (`insert_sql`, whose rows get
+    the statement's time as their recorded_at): the database writes that time into the messages, so
+    the append does not wait for the insert to answer with it before owing them."""
+    rows = _rows(tenant_id, envelopes, _RECORDED_AT)
+    sql, payload = bulk.insert_sql(StreamOutbox, rows)
+    head, _, recordset = sql.partition(" SELECT ")
+    columns, _, source = recordset.partition(" FROM ")
+    selected = columns.replace('"messages"', f'replace("messages", %s, {_RECORDED_AT_SQL})')
+    with bulk.server_cursor() as cursor:
+        cursor.execute(
+            f"WITH inserted AS ({insert_sql}) {head} SELECT {selected} FROM {source}",
+            [*insert_params, _RECORDED_AT, payload],
+        )
+
+
+def _rows(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: str) -> list[dict]:
     by_shard: dict[int, tuple[list[str], list[list]]] = defaultdict(lambda: ([], []))
     for e in envelopes:
         event_ids, messages = by_shard[shard_of(e.exception_id)]
@@ -81,18 +109,15 @@ def owe(tenant_id: str, envelopes: Sequence[Envelope], recorded_at: datetime) ->
         messages.append(
             [e.event_id, e.exception_id, e.event_type, str(e.schema_version), value(e, recorded_at).decode()]
         )
-    bulk.insert(
-        StreamOutbox,
-        [
-            {
-                "tenant_id": tenant_id,
-                "shard": shard,
-                "event_ids": event_ids,
-                "messages": orjson.dumps(messages).decode(),
-            }
-            for shard, (event_ids, messages) in by_shard.items()
-        ],
-    )
+    return [
+        {
+            "tenant_id": tenant_id,
+            "shard": shard,
+            "event_ids": event_ids,
+            "messages": orjson.dumps(messages).decode(),
+        }
+        for shard, (event_ids, messages) in by_shard.items()
+    ]
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -107,12 +132,12 @@ def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     ]
 
 
-def value(envelope: Envelope, recorded_at: datetime | None = None) -> bytes:
+def value(envelope: Envelope, recorded_at: datetime | str | None = None) -> bytes:
     """The Kafka message's value: the envelope as JSON, with its tenant (and `recorded_at`, when the
     envelope was staged before the store set it)."""
     message = {"tenant_id": envelope.tenant_id, **envelope.to_message()}
     if recorded_at is not None:
-        message["recorded_at"] = recorded_at.isoformat()
+        message["recorded_at"] = recorded_at if isinstance(recorded_at, str) else recorded_at.isoformat()
     return orjson.dumps(message)
 
 

@@ -20,6 +20,10 @@ in one database transaction, scoped to the tenant:
    share under its own savepoint, so one bad event still cannot take the others down;
 6. delete the consumed outbox rows, commit; the new events' outbox rows are published after commit;
    the broker message is acked after that (acks_late).
+
+On PostgreSQL steps 1-3 go to the server in one pipeline (bulk.pipeline: one round trip), and so do
+steps 5-6 up to the commit: a batch costs four round trips plus the agent's own reads, where each
+statement used to cost one (docs/performance.md, "Fewer round trips per batch").
 """
 
 from __future__ import annotations
@@ -148,29 +152,36 @@ def _perform(agent: Agent, incoming: IncomingBatch) -> dict[str, Any]:
     return agent.perform(batch, pending)
 
 
-def _applied(consumer: str, event_ids: set[str]) -> set[str]:
-    """Which of these events `consumer` has applied."""
+def _applied_later(consumer: str, event_ids: set[str]):
+    """Which of these events `consumer` has applied: a function that gives them (read later, in a
+    pipeline)."""
+    if not event_ids:
+        return set
     if not bulk.is_postgres():
-        return {str(i) for i in ProcessedEvent.objects.of(consumer, event_ids).values_list("event_id", flat=True)}
-    with bulk.server_cursor() as cursor:
-        cursor.execute(
-            f"SELECT event_id FROM processed_event WHERE id {bulk.ANY_UUIDS}",
-            [bulk.uuid_list(delivery_key(consumer, i) for i in event_ids)],
-        )
-        return {row[0] for row in cursor}
-
-
-def _claim(consumer: str, tenant_id: str, event_ids: list[str]) -> set[str]:
-    rows = bulk.insert(
-        ProcessedEvent,
-        [
-            {"id": delivery_key(consumer, i), "consumer": consumer, "event_id": i, "tenant_id": tenant_id}
-            for i in event_ids
-        ],
-        conflict=("id",),
-        returning=("event_id",),
+        found = {str(i) for i in ProcessedEvent.objects.of(consumer, event_ids).values_list("event_id", flat=True)}
+        return lambda: found
+    rows = bulk.select_later(
+        f"SELECT event_id FROM processed_event WHERE id {bulk.ANY_UUIDS}",
+        [bulk.uuid_list(delivery_key(consumer, i) for i in event_ids)],
     )
-    return {_id(r[0]) for r in rows}
+    return lambda: {row[0] for row in rows()}
+
+
+def _claim_later(consumer: str, tenant_id: str, event_ids: list[str]):
+    """Claim the events for `consumer` (processed_event rows, ON CONFLICT DO NOTHING); returns a
+    function that gives the ids claimed now, i.e. not applied before."""
+    rows = [
+        {"id": delivery_key(consumer, i), "consumer": consumer, "event_id": i, "tenant_id": tenant_id}
+        for i in event_ids
+    ]
+    if not rows:
+        return set
+    if not bulk.is_postgres():
+        claimed = {_id(r[0]) for r in bulk.insert(ProcessedEvent, rows, conflict=("id",), returning=("event_id",))}
+        return lambda: claimed
+    sql, payload = bulk.insert_sql(ProcessedEvent, rows)
+    inserted = bulk.select_later(f'{sql} ON CONFLICT ("id") DO NOTHING RETURNING "event_id"', [payload])
+    return lambda: {r[0] for r in inserted()}
 
 
 def _unclaim(consumer: str, event_ids: list[str]) -> None:
@@ -193,38 +204,56 @@ def _process(agent: Agent, incoming: IncomingBatch, effects: dict[str, Any], *, 
         tenant = tenants.get(tenant_id)
         if tenant is None:
             raise PoisonMessage(f"unknown tenant {tenant_id!r}")
-        streams = store.lock_streams(tenant_id, {e.exception_id for e in events}, agent.exception_fields)
+        # Lock, read, claim and look up the predecessors (the ordering gate) in one round trip. Every
+        # event is claimed before the locks tell which exceptions exist; an event of none (an orphan)
+        # is unclaimed again when it is dead-lettered.
+        prevs = {p for e in events if (p := e.prev_for(agent.name)) is not None} - {e.event_id for e in events}
+        with bulk.pipeline():
+            locked = store.lock_streams_later(tenant_id, {e.exception_id for e in events}, agent.exception_fields)
+            claimed_later = _claim_later(agent.name, tenant_id, [e.event_id for e in events])
+            applied_later = _applied_later(agent.name, prevs)
+        streams, claimed, applied_before = locked(), claimed_later(), applied_later()
         orphans = [e for e in events if e.exception_id not in streams]
-        claimed = _claim(agent.name, tenant_id, [e.event_id for e in events if e.exception_id in streams])
-        fresh = sorted((e for e in events if e.event_id in claimed), key=lambda e: (e.exception_id, e.sequence))
+        fresh = sorted(
+            (e for e in events if e.event_id in claimed and e.exception_id in streams),
+            key=lambda e: (e.exception_id, e.sequence),
+        )
         report.duplicates = len(events) - len(orphans) - len(fresh)
 
         batch = Batch(
             agent=agent.name, tenant_id=tenant_id, tenant=tenant, now=timezone.now(), events=fresh, effects=effects
         )
-        outcomes = _decide(agent, batch, streams, fresh)
+        outcomes = _decide(agent, batch, streams, fresh, applied_before)
+        if orphans:
+            _dead_letter_orphans(agent.name, tenant_id, orphans)
+            _unclaim(agent.name, [e.event_id for e in orphans if e.event_id in claimed])
         if each:
             report = _write_each(agent, batch, streams, outcomes, report)
+            consumed = _consume_later(agent.name, incoming.outbox_ids, report.applied_ids)
         else:
             try:
-                _write(agent, batch, streams, outcomes, report)
+                applied, new_events = _settle(agent, batch, streams, outcomes, report)
+                # From here on every statement is the batch's own bulk SQL, sent in one pipeline: it
+                # waits for the events' insert (their recorded_at) and once at its end
+                # (docs/performance.md, "Fewer round trips per batch").
+                with bulk.pipeline():
+                    _write_applied(agent, batch, streams, applied, new_events, report)
+                    consumed = _consume_later(agent.name, incoming.outbox_ids, report.applied_ids)
             except _WRITE_ERRORS as exc:
                 if isinstance(exc, _CONNECTION_ERRORS):
                     raise
                 # The transaction is aborted: nothing more runs in it (not even a nested scope's reset).
                 transaction.set_rollback(True)
                 raise _BulkWriteFailed() from exc
-        if orphans:
-            _dead_letter_orphans(agent.name, tenant_id, orphans)
-            report.dead_lettered += len(orphans)
-        report.released = _consume_and_release(agent.name, tenant_id, incoming.outbox_ids, report.applied_ids)
+        report.released = _release(agent.name, tenant_id, consumed())
+        report.dead_lettered += len(orphans)
     return report
 
 
-def _decide(agent: Agent, batch: Batch, streams: dict[str, store.Stream], fresh: list[Envelope]) -> list[_Outcome]:
-    prevs = {p for e in fresh if (p := e.prev_for(agent.name)) is not None}
-    prevs -= {e.event_id for e in fresh}
-    applied_before = _applied(agent.name, prevs) if prevs else set()
+def _decide(
+    agent: Agent, batch: Batch, streams: dict[str, store.Stream], fresh: list[Envelope], applied_before: set[str]
+) -> list[_Outcome]:
+    """The agent's decisions, event by event; `applied_before`: the predecessors applied before this batch."""
     states = {xid: dict(s.fields) for xid, s in streams.items()}
     agent.load(batch, states)
     applied: set[str] = set()
@@ -293,6 +322,16 @@ def _write_each(agent, batch, snapshot, outcomes, report) -> Report:
 def _write(
     agent: Agent, batch: Batch, streams: dict[str, store.Stream], outcomes: list[_Outcome], report: Report
 ) -> None:
+    applied, new_events = _settle(agent, batch, streams, outcomes, report)
+    _write_applied(agent, batch, streams, applied, new_events, report)
+
+
+def _settle(
+    agent: Agent, batch: Batch, streams: dict[str, store.Stream], outcomes: list[_Outcome], report: Report
+) -> tuple[list[tuple[Envelope, Decision, str]], list[store.NewEvent]]:
+    """Retries, dead letters and parked events for the outcomes that were not applied (ORM writes,
+    outside any pipeline); returns what is to be applied, as (event, decision, salt), and the events
+    the failures emit."""
     tenant_id = batch.tenant_id
     failed = [o for o in outcomes if o.error is not None]
     parked = [o for o in outcomes if o.waiting_for is not None]
@@ -324,7 +363,19 @@ def _write(
             conflict=("consumer", "event_id"),
         )
         report.parked += len(parked)
+    return applied, new_events
 
+
+def _write_applied(
+    agent: Agent,
+    batch: Batch,
+    streams: dict[str, store.Stream],
+    applied: list[tuple[Envelope, Decision, str]],
+    new_events: list[store.NewEvent],
+    report: Report,
+) -> None:
+    """The applied decisions' records and projection changes, and every new event, in bulk."""
+    tenant_id = batch.tenant_id
     upserts: dict[tuple, list[Upsert]] = defaultdict(list)
     updates: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     closed = 0
@@ -381,24 +432,27 @@ def _upsert(model, unique: tuple[str, ...], names: tuple[str, ...], records: lis
         model.objects.bulk_create(objs, ignore_conflicts=True)
 
 
-def _consume_and_release(consumer: str, tenant_id: str, outbox_ids: list[int], applied_ids: list[str]) -> int:
-    """Delete the consumed outbox rows, and re-offer the parked events whose predecessor was just
-    applied; on PostgreSQL in one statement."""
+def _consume_later(consumer: str, outbox_ids: list[int], applied_ids: list[str]):
+    """Delete the consumed outbox rows and take the parked events whose predecessor was just applied;
+    on PostgreSQL in one statement, whose answer (the released ids) the returned function reads."""
     keys = [delivery_key(consumer, i) for i in applied_ids]
     if bulk.is_postgres():
-        with bulk.server_cursor() as cursor:
-            cursor.execute(
-                "WITH consumed AS (DELETE FROM outbox WHERE id = ANY(%s::bigint[])) "
-                f"DELETE FROM parked_event WHERE waiting_key {bulk.ANY_UUIDS} RETURNING event_id",
-                [outbox_ids, bulk.uuid_list(keys)],
-            )
-            released = [row[0] for row in cursor.fetchall()]
-    else:
-        Outbox.objects.filter(id__in=outbox_ids).delete()
-        clause, params = bulk.in_clause(keys, uuids=True)
-        with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM parked_event WHERE waiting_key {clause} RETURNING event_id", params)
-            released = [_id(row[0]) for row in cursor.fetchall()]
+        taken = bulk.select_later(
+            "WITH consumed AS (DELETE FROM outbox WHERE id = ANY(%s::bigint[])) "
+            f"DELETE FROM parked_event WHERE waiting_key {bulk.ANY_UUIDS} RETURNING event_id",
+            [outbox_ids, bulk.uuid_list(keys)],
+        )
+        return lambda: [row[0] for row in taken()]
+    Outbox.objects.filter(id__in=outbox_ids).delete()
+    clause, params = bulk.in_clause(keys, uuids=True)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM parked_event WHERE waiting_key {clause} RETURNING event_id", params)
+        released = [_id(row[0]) for row in cursor.fetchall()]
+    return lambda: released
+
+
+def _release(consumer: str, tenant_id: str, released: list[str]) -> int:
+    """Re-offer parked events whose predecessor was applied."""
     if released:
         outbox.offer(tenant_id, {consumer: released})
     return len(released)

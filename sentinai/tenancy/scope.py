@@ -19,8 +19,44 @@ def _apply(using: str, value: str) -> None:
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
+    connection.ensure_connection()
+    if _begin_with_scope(connection, value):
+        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, %s, true)", [SCOPE_SETTING, value])
+
+
+def _begin_with_scope(connection, value: str) -> bool:
+    """When the scope opens the transaction: BEGIN and the setting as one simple query, one round trip.
+    psycopg would otherwise send BEGIN on its own and wait for it before the setting (even in a
+    pipeline, where it syncs after BEGIN), and every transaction of the platform opens with a scope.
+    libpq's transaction status then says INTRANS, so psycopg sends no BEGIN of its own and commits or
+    rolls back as usual. Returns False when the transaction is already open (the setting is then a
+    statement of its own)."""
+    raw = connection.connection
+    if raw.autocommit or raw.info.transaction_status != _pq.TransactionStatus.IDLE or raw.pgconn.pipeline_status:
+        return False
+    literal = _pq.Escaping(raw.pgconn).escape_literal(value.encode())
+    query = (
+        raw._get_tx_start_command() + b"; SELECT set_config('" + SCOPE_SETTING.encode() + b"', " + literal + b", true)"
+    )
+    with connection.wrap_database_errors, raw.lock:
+        raw.pgconn.send_query(query)
+        results = raw.wait(_generators.execute(raw.pgconn))
+        for result in results:
+            if result.status not in (_pq.ExecStatus.COMMAND_OK, _pq.ExecStatus.TUPLES_OK):
+                raise _errors.error_from_result(result, encoding=raw.info.encoding)
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": query.decode(), "time": "0.000"})
+    return True
+
+
+try:  # psycopg is there wherever PostgreSQL is used
+    from psycopg import errors as _errors
+    from psycopg import generators as _generators
+    from psycopg import pq as _pq
+except ImportError:  # pragma: no cover - the embedded SQLite default without psycopg
+    _errors = _generators = _pq = None
 
 
 @contextmanager

@@ -270,3 +270,76 @@ def test_the_feedback_agents_counts_by_prepared_statements_are_the_tenants_rows_
             assert failed_execution_counts(tenant_id="acme", exception_ids=[x0, x1, x2, other]) == Counter(
                 {x0: 2, x2: 1}
             )
+
+
+def test_statements_sent_in_a_pipeline_answer_after_it_and_their_errors_abort_the_transaction():
+    """bulk.pipeline: reads come back after the block; a statement that fails raises django.db's
+    error (at the next read or the block's end) and nothing of the transaction is kept."""
+    from django.db import IntegrityError
+
+    from sentinai.kernel import bulk
+    from sentinai.models import ProcessedEvent
+
+    make_tenant("acme")
+    row = {"id": str(uuid.uuid4()), "consumer": "triage", "event_id": str(uuid.uuid4()), "tenant_id": "acme"}
+    with tenant_scope("acme"):
+        with bulk.pipeline():
+            inserted = bulk.insert_later(ProcessedEvent, [row], returning=["event_id"])
+            with bulk.pipeline():  # re-entrant: no sync of its own
+                setting = bulk.select_later("SELECT current_setting('sentinai.tenant_id')")
+        assert inserted() == [(row["event_id"],)]
+        assert setting() == [("acme",)]
+
+    other = {**row, "event_id": str(uuid.uuid4())}  # the same primary key again
+    with pytest.raises(IntegrityError), tenant_scope("acme"), bulk.pipeline():
+        bulk.insert(ProcessedEvent, [{**other, "id": str(uuid.uuid4())}])
+        bulk.insert(ProcessedEvent, [other])
+    with tenant_scope("acme"):
+        assert list(ProcessedEvent.objects.values_list("event_id", flat=True)) == [uuid.UUID(row["event_id"])]
+
+
+def _round_trips(trace: str) -> list[str]:
+    """Messages after which the client waits for the server, in a libpq protocol trace: a simple
+    Query, a Sync (the end of extended-protocol statements, or of a pipeline), a Flush request."""
+    trips = []
+    for line in trace.splitlines():
+        fields = line.split("\t")
+        if len(fields) > 3 and fields[1] == "F" and fields[3] in ("Query", "Sync", "Flush"):
+            trips.append(line)
+    return trips
+
+
+def test_a_scope_opens_its_transaction_and_sets_the_tenant_in_one_round_trip(tmp_path):
+    """The transaction's BEGIN and the tenant setting go together: a scoped statement and its commit
+    cost three round trips, not four."""
+    make_tenant("acme")
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    path = tmp_path / "libpq.trace"
+    with open(path, "w") as trace:
+        pgconn.trace(trace.fileno())
+        try:
+            with tenant_scope("acme"), connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('sentinai.tenant_id')")
+                assert cursor.fetchone() == ("acme",)
+        finally:
+            pgconn.untrace()
+    trips = _round_trips(path.read_text())
+    assert len(trips) == 3, trips
+    assert "BEGIN; SELECT set_config('sentinai.tenant_id', 'acme', true)" in trips[0]
+    assert "COMMIT" in trips[2]
+
+
+def test_a_hostile_tenant_id_is_a_literal_to_the_scope_not_sql():
+    """The scope's BEGIN and setting are one simple query: the tenant id (from a message, a header)
+    is quoted by libpq, so it only ever names a tenant that has no rows."""
+    make_tenant("acme")
+    (exception_id,) = make_exceptions("acme", 1)
+    hostile = "acme', true); DELETE FROM exception; SELECT set_config('sentinai.tenant_id', 'acme"
+    with tenant_scope(hostile):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('sentinai.tenant_id')")
+            assert cursor.fetchone() == (hostile,)
+        assert not ExceptionRecord.objects.exists()
+    with tenant_scope("acme"):
+        assert list(ExceptionRecord.objects.values_list("id", flat=True)) == [uuid.UUID(exception_id)]
