@@ -236,7 +236,7 @@ SENTINAI = {
     # A relay round that found less than a batch starts the next one this long after its own start, so
     # that a keeping-up relay's rounds gather more events each (its queries and flush are per round and
     # shard, not per event); the stream's lag grows by at most this. 0: rounds back to back.
-    "KAFKA_RELAY_LINGER_SECONDS": env.float("SENTINAI_KAFKA_RELAY_LINGER_SECONDS", default=0.25),
+    "KAFKA_RELAY_LINGER_SECONDS": env.float("SENTINAI_KAFKA_RELAY_LINGER_SECONDS", default=1.0),
     # Source systems publishing exceptions: {"topic": "tenant_id"} (config, not the message, names the tenant).
     "KAFKA_INGEST_TOPICS": env.json("SENTINAI_KAFKA_INGEST_TOPICS", default={}),
     "KAFKA_INGEST_GROUP": env.str("SENTINAI_KAFKA_INGEST_GROUP", default="sentinai-ingest"),
