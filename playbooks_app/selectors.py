@@ -107,29 +107,19 @@ def playbook_batch_state(
 ) -> PlaybookBatchState:
     """What the playbook agent decides a batch on: the current run of each of `exception_ids` with its
     steps, the steps and versions of those runs' playbooks and of `playbook_ids` (the playbooks about
-    to start), and the tenant's tools. On PostgreSQL one round trip per batch: the runs, the steps of
-    those exceptions' runs and the definitions cache's version check go out in one pipeline (they
-    were three waits, at every batch of the busiest agent); definitions come from the per-process
-    cache."""
+    to start), and the tenant's tools. Two queries per batch (runs, their steps); definitions come
+    from the per-process cache."""
     tenant_id = tenant.id
-    ids = list(exception_ids)
-    if bulk.is_postgres():
-        run_rows, step_rows, bound = _batch_rows(tenant_id, ids)
-        version = (tenant_id, bound, tenant.updated_at)
-    else:
-        run_rows, step_rows, version = _batch_runs(tenant_id, ids), None, _bound_version(tenant)
     runs: dict[str, dict[str, Any]] = {}
-    for row in run_rows:
+    for row in _batch_runs(tenant_id, list(exception_ids)):
         # Ordered newest first per exception: the first row seen is the current run.
         runs.setdefault(str(row["exception_id"]), row)
     wanted = {str(r["playbook_id"]) for r in runs.values()} | set(playbook_ids)
     definitions, versions = playbook_definitions(tenant_id=tenant_id, playbook_ids=wanted)
-    tool_ids = _definitions.get_or_load(("tool_ids", version), lambda: _tool_ids(tenant_id))
+    tool_ids = _definitions.get_or_load(("tool_ids", _bound_version(tenant)), lambda: _tool_ids(tenant_id))
     progress: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     if runs:
-        if step_rows is None:
-            step_rows = _batch_steps(tenant_id, [r["id"] for r in runs.values()])
-        for row in step_rows:  # on PostgreSQL also the steps of older runs, which no current run keys
+        for row in _batch_steps(tenant_id, [r["id"] for r in runs.values()]):
             progress[str(row["run_id"])][row["position"]] = row
     return PlaybookBatchState(
         runs={
@@ -154,38 +144,11 @@ _RUN_COLUMNS = (
 )
 _STEP_COLUMNS = ("run_id", "position", "status", "tool_execution_id", "output", "started_at", "finished_at")
 
-# Fixed texts, prepared by the driver after a few batches: building the ORM query cost more than
-# running it, at every batch of the busiest agent.
-_RUNS_SQL = (
-    f"SELECT {', '.join(_RUN_COLUMNS)} FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} "
-    "AND status <> %s ORDER BY exception_id, started_at DESC"
-)
-_STEPS_SQL = (
-    f"SELECT {', '.join(_STEP_COLUMNS)} FROM playbook_run_step WHERE tenant_id = %s AND run_id {bulk.ANY_UUIDS}"
-)
-# The steps of the same runs without waiting for their ids: the runs again, as a sub-query (the
-# playbook_run_exception index, then playbook_run_step_uniq per run).
-_STEPS_OF_EXCEPTIONS_SQL = (
-    f"SELECT {', '.join(_STEP_COLUMNS)} FROM playbook_run_step WHERE tenant_id = %s AND run_id IN "
-    f"(SELECT id FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} AND status <> %s)"
-)
-_BOUND_PLAYBOOKS_SQL = "SELECT max(version) FROM playbook WHERE tenant_id = %s AND is_active"
-
-
-def _batch_rows(tenant_id: str, exception_ids: list[str]) -> tuple[list[dict], list[dict], Any]:
-    """PostgreSQL: the runs (not superseded) of these exceptions, newest first per exception, the
-    steps of those runs, and the bound playbook version (_bound_version), in one pipeline."""
-    ids = bulk.uuid_list(exception_ids)
-    superseded = RunStatus.SUPERSEDED.value
-    with bulk.pipeline():  # read after it ends: its closing sync is the one wait
-        runs = bulk.select_later(_RUNS_SQL, [tenant_id, ids, superseded])
-        steps = bulk.select_later(_STEPS_OF_EXCEPTIONS_SQL, [tenant_id, tenant_id, ids, superseded])
-        bound = bulk.select_later(_BOUND_PLAYBOOKS_SQL, [tenant_id])
-    return _as_dicts(runs(), _RUN_COLUMNS), _as_dicts(steps(), _STEP_COLUMNS), bound()[0][0]
-
 
 def _batch_runs(tenant_id: str, exception_ids: list[str]) -> list[dict[str, Any]]:
-    """The runs (not superseded) of these exceptions, newest first per exception."""
+    """The runs (not superseded) of these exceptions, newest first per exception. On PostgreSQL one
+    statement of fixed text, prepared by the driver after a few batches: building the ORM query cost
+    more than running it, at every batch of the busiest agent."""
     if not bulk.is_postgres():
         return list(
             PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=exception_ids)
@@ -193,14 +156,23 @@ def _batch_runs(tenant_id: str, exception_ids: list[str]) -> list[dict[str, Any]
             .order_by("exception_id", "-started_at")
             .values(*_RUN_COLUMNS)
         )
-    return _select(_RUNS_SQL, [tenant_id, bulk.uuid_list(exception_ids), RunStatus.SUPERSEDED.value], _RUN_COLUMNS)
+    return _select(
+        f"SELECT {', '.join(_RUN_COLUMNS)} FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS} "
+        "AND status <> %s ORDER BY exception_id, started_at DESC",
+        [tenant_id, bulk.uuid_list(exception_ids), RunStatus.SUPERSEDED.value],
+        _RUN_COLUMNS,
+    )
 
 
 def _batch_steps(tenant_id: str, run_ids: list[str]) -> list[dict[str, Any]]:
-    """The steps recorded for these runs."""
+    """The steps recorded for these runs (as _batch_runs, one prepared statement on PostgreSQL)."""
     if not bulk.is_postgres():
         return list(PlaybookRunStep.objects.filter(tenant_id=tenant_id, run_id__in=run_ids).values(*_STEP_COLUMNS))
-    return _select(_STEPS_SQL, [tenant_id, bulk.uuid_list(run_ids)], _STEP_COLUMNS)
+    return _select(
+        f"SELECT {', '.join(_STEP_COLUMNS)} FROM playbook_run_step WHERE tenant_id = %s AND run_id {bulk.ANY_UUIDS}",
+        [tenant_id, bulk.uuid_list(run_ids)],
+        _STEP_COLUMNS,
+    )
 
 
 _JSON_COLUMNS = frozenset({"policy", "output"})
@@ -208,11 +180,7 @@ _JSON_COLUMNS = frozenset({"policy", "output"})
 
 def _select(sql: str, params: list[Any], columns: tuple[str, ...]) -> list[dict[str, Any]]:
     """bulk.select's rows as dicts, JSON columns decoded (Django's connection loads jsonb as text)."""
-    return _as_dicts(bulk.select(sql, params), columns)
-
-
-def _as_dicts(tuples: list[tuple], columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    rows = [dict(zip(columns, row, strict=True)) for row in tuples]
+    rows = [dict(zip(columns, row, strict=True)) for row in bulk.select(sql, params)]
     for row in rows:
         for name in _JSON_COLUMNS.intersection(row):
             if isinstance(row[name], (str, bytes)):
@@ -310,7 +278,7 @@ def _bound_version(tenant: Tenant) -> tuple:
     pack version is bound to the tenant now (binding activates a version's playbook and tool rows in
     one transaction) and its row's last change (overrides rebind it in place)."""
     if bulk.is_postgres():  # the ORM's aggregate took longer to build than the lookup to run
-        bound = bulk.select(_BOUND_PLAYBOOKS_SQL, [tenant.id])[0][0]
+        bound = bulk.select("SELECT max(version) FROM playbook WHERE tenant_id = %s AND is_active", [tenant.id])[0][0]
     else:
         bound = Playbook.objects.filter(tenant_id=tenant.id, is_active=True).aggregate(v=Max("version"))["v"]
     return (tenant.id, bound, tenant.updated_at)
@@ -332,24 +300,24 @@ def _active_playbooks(tenant_id: str) -> list[dict[str, Any]]:
 
 def succeeded_step_counts(*, tenant_id: str, exception_ids: list[str]) -> Counter[str]:
     """How many playbook steps succeeded for each exception (over all its runs). Two index lookups -
-    the runs by the tenant-led playbook_run_exception index, then the steps of the same runs (again as
-    a sub-query, so as not to wait for the first's ids) by run - rather than a join: for the join the
-    planner hashes a sequential scan of every step of every run. On PostgreSQL both go out in one
-    pipeline, one round trip."""
+    the runs by the tenant-led playbook_run_exception index, then their steps by run - rather than a
+    join: for the join the planner hashes a sequential scan of every step of every run."""
     if bulk.is_postgres():  # as _batch_runs: fixed-text statements, prepared, no ORM query built per batch
-        ids = bulk.uuid_list(exception_ids)
-        with bulk.pipeline():  # read after it ends: its closing sync is the one wait
-            runs = bulk.select_later(
+        runs = dict(
+            bulk.select(
                 f"SELECT id, exception_id FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS}",
-                [tenant_id, ids],
+                [tenant_id, bulk.uuid_list(exception_ids)],
             )
-            steps = bulk.select_later(
-                "SELECT run_id FROM playbook_run_step WHERE tenant_id = %s AND status = %s AND run_id IN "
-                f"(SELECT id FROM playbook_run WHERE tenant_id = %s AND exception_id {bulk.ANY_UUIDS})",
-                [tenant_id, StepStatus.SUCCEEDED.value, tenant_id, ids],
+        )
+        if not runs:
+            return Counter()
+        return Counter(
+            runs[row[0]]
+            for row in bulk.select(
+                f"SELECT run_id FROM playbook_run_step WHERE tenant_id = %s AND run_id {bulk.ANY_UUIDS} AND status = %s",
+                [tenant_id, bulk.uuid_list(runs), StepStatus.SUCCEEDED.value],
             )
-        exception_of = dict(runs())
-        return Counter(exception_of[row[0]] for row in steps())
+        )
     runs = dict(
         PlaybookRun.objects.filter(tenant_id=tenant_id, exception_id__in=exception_ids).values_list(
             "id", "exception_id"
