@@ -94,7 +94,7 @@ DB_APP_ROLE = env.str("DB_APP_ROLE", default="sentinai_app")
 DB_PLATFORM_ROLE = env.str("DB_PLATFORM_ROLE", default="sentinai_platform")
 
 
-def _tune_database(db: dict) -> None:
+def _tune_database(db: dict, alias: str) -> None:
     engine = db["ENGINE"]
     if engine.endswith("sqlite3"):
         # One writer at a time; IMMEDIATE takes the write lock at BEGIN so concurrent
@@ -118,10 +118,24 @@ def _tune_database(db: dict) -> None:
         # and are never prepared.
         threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
         db["OPTIONS"].setdefault("prepare_threshold", threshold if threshold > 0 else None)
+        if alias != "owner":
+            db["OPTIONS"].setdefault("options", _session_timeouts())
 
 
-for _db in DATABASES.values():
-    _tune_database(_db)
+def _session_timeouts() -> str:
+    """libpq `options` bounding the application's sessions (API, agents, scheduler, relays; never the
+    schema owner's migrations): a statement that runs longer than DB_STATEMENT_TIMEOUT_MS is cancelled,
+    and a session left idle inside a transaction longer than DB_IDLE_IN_TRANSACTION_TIMEOUT_MS is ended
+    by the server. Either way the batch's transaction rolls back, the worker sees a database error and
+    runs the batch again with backoff (sentinai/pipeline/tasks.py), so a batch stuck in the database
+    holds its agent and its locks for seconds, not until Celery's time limit. 0 turns a bound off."""
+    statement = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000)
+    idle = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)
+    return f"-c statement_timeout={max(statement, 0)} -c idle_in_transaction_session_timeout={max(idle, 0)}"
+
+
+for _alias, _db in DATABASES.items():
+    _tune_database(_db, _alias)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

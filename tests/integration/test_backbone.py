@@ -17,7 +17,7 @@ from io import StringIO
 import pytest
 from django.conf import settings as settings_module
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu import Producer
@@ -290,6 +290,33 @@ def test_a_batch_whose_bulk_write_fails_is_written_again_exception_by_exception(
         assert applied(bad) == [1]
     assert count(ProcessedEvent, consumer="triage") == 20
     assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 20
+    assert count(DeadLetter) == 0
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+def test_a_batch_stuck_on_a_lock_is_cut_off_by_the_statement_timeout_and_runs_again_once(tenant, log_dir):
+    """A batch whose write waits on a lock held elsewhere is cancelled by the session's statement timeout
+    (DB_STATEMENT_TIMEOUT_MS), rolled back and run again with backoff; when the lock is released it
+    commits once. Without the bound it would hold its agent until Celery's time limit."""
+    ids = make_exceptions(TENANT, 10)
+    append_many(ids)
+    env = {"DB_STATEMENT_TIMEOUT_MS": "1000"}
+    with connections["owner"].cursor() as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE exception IN EXCLUSIVE MODE")  # reads go on; writes wait
+        # Not waiting for "ready": a solo worker may take the batch before it logs that.
+        worker = WorkerProcess(["triage", "policy"], log_dir=log_dir, agents=IMPLEMENTATIONS, env=env).launch()
+        try:
+            wait_until(lambda: worker.log().count("canceling statement due to statement timeout") >= 2, 30)
+            assert count(ProcessedEvent, consumer="triage") == 0
+            assert all(applied(i) == [] for i in ids)
+            locker.execute("COMMIT")  # the lock is gone: the batch's next run commits
+            wait_until(lambda: count(ProcessedEvent, consumer="policy") == 10, 60)
+        finally:
+            locker.execute("ROLLBACK")  # a no-op after the COMMIT
+            worker.stop()
+    assert all(applied(i) == [1] for i in ids)
+    assert count(ExceptionEvent, event_type="PolicyEvaluationRequested") == 10
     assert count(DeadLetter) == 0
 
 

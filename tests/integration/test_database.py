@@ -343,3 +343,19 @@ def test_a_hostile_tenant_id_is_a_literal_to_the_scope_not_sql():
         assert not ExceptionRecord.objects.exists()
     with tenant_scope("acme"):
         assert list(ExceptionRecord.objects.values_list("id", flat=True)) == [uuid.UUID(exception_id)]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+def test_the_applications_sessions_are_bounded_in_time_and_the_schema_owners_are_not():
+    """DB_STATEMENT_TIMEOUT_MS / DB_IDLE_IN_TRANSACTION_TIMEOUT_MS reach the server on the application's
+    connections (config/settings/base.py); the owner's migrations run unbounded."""
+
+    def show(alias: str) -> tuple[str, str]:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            statement = cursor.fetchone()[0]
+            cursor.execute("SHOW idle_in_transaction_session_timeout")
+            return statement, cursor.fetchone()[0]
+
+    assert show("default") == ("30s", "1min")
+    assert show("owner") == ("0", "0")
