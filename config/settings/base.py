@@ -118,8 +118,9 @@ def _tune_database(db: dict, alias: str) -> None:
         # and are never prepared.
         threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
         db["OPTIONS"].setdefault("prepare_threshold", threshold if threshold > 0 else None)
-        if alias != "owner":
-            db["OPTIONS"].setdefault("options", _session_timeouts())
+        timeouts = _session_timeouts() if alias != "owner" else ""
+        if timeouts:
+            db["OPTIONS"].setdefault("options", timeouts)
 
 
 def _session_timeouts() -> str:
@@ -128,10 +129,14 @@ def _session_timeouts() -> str:
     and a session left idle inside a transaction longer than DB_IDLE_IN_TRANSACTION_TIMEOUT_MS is ended
     by the server. Either way the batch's transaction rolls back, the worker sees a database error and
     runs the batch again with backoff (sentinai/pipeline/tasks.py), so a batch stuck in the database
-    holds its agent and its locks for seconds, not until Celery's time limit. 0 turns a bound off."""
-    statement = env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000)
-    idle = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)
-    return f"-c statement_timeout={max(statement, 0)} -c idle_in_transaction_session_timeout={max(idle, 0)}"
+    holds its agent and its locks for seconds, not until Celery's time limit. 0 leaves that bound to
+    the server (the role's or database's setting); with both 0 no `options` are sent, which a pooler
+    that refuses the startup parameter needs (docs/runbook.md)."""
+    bounds = {
+        "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30_000),
+        "idle_in_transaction_session_timeout": env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000),
+    }
+    return " ".join(f"-c {name}={ms}" for name, ms in bounds.items() if ms > 0)
 
 
 for _alias, _db in DATABASES.items():
