@@ -54,7 +54,9 @@ class PayloadField(serializers.JSONField):
     strings of valid Unicode."""
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
+        # Not JSONField's own check (a json.dumps of the value): the request was parsed from JSON,
+        # and orjson.dumps below is the stricter test.
+        value = data
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
         try:
@@ -86,8 +88,17 @@ class ManualSerializer(StrictSerializer):
     payload = PayloadField(required=False, default=dict)
 
 
+class ParsedJSONField(serializers.JSONField):
+    """Any value of a parsed JSON body, taken as it is: each item is validated on its own later, so
+    one bad item never rejects the batch (and JSONField's json.dumps of it would prove nothing the
+    parser has not)."""
+
+    def to_internal_value(self, data):
+        return data
+
+
 class BatchSerializer(StrictSerializer):
-    items = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=1000)
+    items = serializers.ListField(child=ParsedJSONField(), min_length=1, max_length=1000)
 
 
 class ApprovalSerializer(StrictSerializer):
