@@ -45,6 +45,16 @@ def status_url(request, tenant_id: str, exception_id: str) -> str:
     )
 
 
+_PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def status_urls(request, tenant_id: str):
+    """`status_url` for many exceptions of one tenant: the URL is reversed once, then only the id
+    changes (a reverse per item was ~5 % of a 100-item batch in a profile)."""
+    before, after = status_url(request, tenant_id, _PLACEHOLDER_ID).split(_PLACEHOLDER_ID)
+    return lambda exception_id: f"{before}{exception_id}{after}"
+
+
 def _refused(tenant, refusal: admission.Refusal) -> Response:
     metrics.REFUSED.labels(metrics.tenant_label(tenant.id), refusal.limit).inc()
     return problem_response(
@@ -163,13 +173,14 @@ class ExceptionBatchView(ApiView):
             refusal = admission.admit(tenant, len(valid))
             if refusal:
                 return _refused(tenant, refusal)
+            url_of = status_urls(request, tenant.id)
             for (index, _), outcome in zip(valid, _ingest(tenant, [item for _, item in valid]), strict=True):
                 results[index].update(
                     {
                         "status": "deduplicated" if outcome.deduplicated else "accepted",
                         "exception_id": outcome.exception_id,
                         "event_id": outcome.event_id,
-                        "status_url": status_url(request, tenant.id, outcome.exception_id),
+                        "status_url": url_of(outcome.exception_id),
                     }
                 )
         counts = {k: sum(1 for r in results if r["status"] == k) for k in ("accepted", "deduplicated", "rejected")}

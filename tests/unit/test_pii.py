@@ -50,3 +50,36 @@ def test_every_depth_lists_pack_fields_and_national_id_patterns():
     assert value["amount"] == 10 and value["ok"] is True
     assert set(result.paths) == {"$.claim.patient_name", "$.claim.member_id", "$.claim.notes[0]", "$.claim.notes[1].x"}
     assert payload["claim"]["patient_name"] == "Jane Roe", "the input is not modified"
+
+
+def _redact_text_scanning_everything(text: str) -> tuple[str, int]:
+    """redact_text without its digit-or-@ shortcut: every built-in pattern scans every string."""
+    from sentinai.packs import pii
+
+    original, count = text, 0
+    for pattern, mask in pii._BUILT_INS:
+        text, n = pattern.subn(mask, text)
+        count += n
+    return text, (count if text != original else 0)
+
+
+def test_the_shortcut_for_strings_without_digits_or_at_masks_exactly_what_a_full_scan_masks():
+    samples = [
+        "SETTLEMENT_FAILURE",
+        "EUR",
+        "jane.doe@example.com",
+        "no digits at all, just words",
+        "call +1-202-555-0199",
+        "card 4111 1111 1111 1111",
+        "iban DE89 3704 0044 0532 0130 00",
+        # Arabic-Indic and fullwidth digits: `\d` matches them, so the shortcut must not skip them.
+        "+٤٤ ٢٠ ٧٩٤٦ ٠٩٥٨",
+        "٢٠٢-٥٥٥-٠١٩٩",
+        "２０２-５５５-０１９９",
+        "४१११ ११११ ११११ ११११",
+        "",
+        "@",
+    ]
+    for text in samples:
+        assert redact_text(text) == _redact_text_scanning_everything(text), text
+    assert redact_text("٢٠٢-٥٥٥-٠١٩٩")[1] == 1, "a phone number in Arabic-Indic digits is still masked"
