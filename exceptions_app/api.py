@@ -130,7 +130,7 @@ class ExceptionCollectionView(ApiView):
         filters = parse_query(self.query_serializer, request)
         after = pagination.decode(filters.get("cursor"), selectors.parse_position)
         with self.scope(tenant.id):
-            rows, position = selectors.exception_page(
+            rows, position = selectors.exception_page_json(
                 tenant_id=tenant.id, filters=filters, after=after, limit=filters.get("limit", pagination.DEFAULT_LIMIT)
             )
         return Response({"results": rows, "next": pagination.next_url(request, position)})

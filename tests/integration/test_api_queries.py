@@ -86,6 +86,40 @@ def test_the_list_answers_the_tenants_exceptions_newest_first_in_the_documented_
     assert first["payload"] == {"amount": 125.5, "currency": "EUR"}
 
 
+def test_the_page_postgresql_renders_is_the_page_the_api_rendered_from_rows(acme):
+    """The list's rows are built as JSON by PostgreSQL; they must be what rendering the ORM's rows
+    gave, timestamps to the character (UTC "Z", microseconds only when there are any)."""
+    import orjson
+
+    from exceptions_app import selectors
+    from sentinai.api.renderers import OrjsonRenderer
+
+    ids = [ingest(acme, source_ref=f"R-{i}") for i in range(4)]
+    whole_second = _created_at(ids[1]).replace(microsecond=0)
+    _set(ids[1], created_at=whole_second, occurred_at=whole_second - timedelta(days=400))
+    _set(ids[2], closed_at=whole_second + timedelta(microseconds=7), severity="high", priority=3)
+    _set(ids[3], payload={"nested": {"list": [1, 2.5, None, True, "x\u00e9"]}, "big": 2**62}, status="resolved")
+    render = OrjsonRenderer().render
+    for filters, after, limit in (({}, None, 50), ({}, None, 2), ({"status": "resolved"}, None, 50)):
+        with tenant_scope("acme"):
+            rows, position = selectors.exception_page(tenant_id="acme", filters=filters, after=after, limit=limit)
+            fragment, fragment_position = selectors.exception_page_json(
+                tenant_id="acme", filters=filters, after=after, limit=limit
+            )
+        assert fragment_position == position
+        assert orjson.loads(render({"results": fragment})) == orjson.loads(render({"results": rows}))
+        documents = orjson.loads(render(fragment))
+        assert len(documents) == min(limit, len(rows)) and len(documents) > 0
+        for document, row in zip(documents, orjson.loads(render(rows)), strict=True):
+            for name in ("occurred_at", "sla_due_at", "closed_at", "created_at", "updated_at"):
+                assert document[name] == row[name], name
+    listed = acme.api.get("/api/exceptions/acme").json()["results"]
+    by_id = {r["exception_id"]: r for r in listed}
+    assert by_id[ids[1]]["created_at"] == whole_second.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert by_id[ids[2]]["closed_at"] == (whole_second + timedelta(microseconds=7)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert by_id[ids[3]]["payload"] == {"nested": {"list": [1, 2.5, None, True, "x\u00e9"]}, "big": 2**62}
+
+
 def test_an_empty_list_is_200_with_no_results(acme):
     assert acme.api.get("/api/exceptions/acme").json() == {"results": [], "next": None}
 
