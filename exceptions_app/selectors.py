@@ -80,7 +80,7 @@ def exception_page(
 _TIMESTAMPS = ("occurred_at", "sla_due_at", "closed_at", "created_at", "updated_at")
 
 
-def _api_timestamp(column: str) -> str:
+def api_timestamp_sql(column: str) -> str:
     utc = f"({column} AT TIME ZONE 'UTC')"
     return (
         f"CASE WHEN {column} IS NULL THEN NULL ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
@@ -95,7 +95,7 @@ def _row_json(table: str) -> str:
         column = f'{table}."{name}"'
         pairs.append(
             f"'{'exception_id' if name == 'id' else name}', "
-            + (_api_timestamp(column) if name in _TIMESTAMPS else column)
+            + (api_timestamp_sql(column) if name in _TIMESTAMPS else column)
         )
     return "(json_build_object(" + ", ".join(pairs) + "))::text"
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from exceptions_app.models import ExceptionRecord
 from exceptions_app.serializers import EventSerializer
 from playbooks_app import selectors
 from playbooks_app.models import RunStatus, StepAction, StepStatus
@@ -90,7 +90,9 @@ class ExceptionPlaybookView(ApiView):
     def get(self, request, tenant_id: str, exception_id):
         tenant = self.tenant(tenant_id)
         with self.scope(tenant.id):
-            if not ExceptionRecord.objects.filter(tenant_id=tenant.id, id=exception_id).exists():
-                raise Problem(404, "not-found", "No such exception.")
-            view = selectors.exception_playbook_view(tenant_id=tenant.id, exception_id=str(exception_id))
+            view = selectors.exception_playbook_view_json(tenant_id=tenant.id, exception_id=str(exception_id))
+        if view is None:
+            raise Problem(404, "not-found", "No such exception.")
+        if isinstance(view, bytes):
+            return HttpResponse(view, content_type="application/json")
         return Response(view)

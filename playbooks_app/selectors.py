@@ -102,6 +102,70 @@ def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, A
     }
 
 
+def _playbook_view_sql() -> str:
+    from exceptions_app.selectors import EVENT_FIELDS, api_timestamp_sql
+
+    def obj(alias: str, fields: tuple[str, ...], timestamps: tuple[str, ...] = (), renames: dict | None = None):
+        pairs = []
+        for name in fields:
+            column = f'{alias}."{name}"'
+            value = api_timestamp_sql(column) if name in timestamps else column
+            pairs.append(f"'{(renames or {}).get(name, name)}', {value}")
+        return "json_build_object(" + ", ".join(pairs) + ")"
+
+    step = obj(
+        "s",
+        ("position", "name", "action", "status", "tool_execution_id", "output", "started_at", "finished_at"),
+        ("started_at", "finished_at"),
+    )
+    started, finished = api_timestamp_sql('r."started_at"'), api_timestamp_sql('r."finished_at"')
+    run = (
+        "json_build_object('run_id', r.\"id\", "
+        "'playbook', (SELECT json_build_object('id', p.\"id\", 'name', p.\"name\", 'version', p.\"version\") "
+        'FROM playbook p WHERE p."id" = r."playbook_id"), '
+        "'status', r.\"status\", 'current_position', r.\"current_position\", "
+        f"'started_at', {started}, 'finished_at', {finished}, "
+        f"'steps', COALESCE((SELECT json_agg({step} ORDER BY s.\"position\") FROM playbook_run_step s "
+        'WHERE s."run_id" = r."id"), \'[]\'::json))::text'
+    )
+    event = obj("v", EVENT_FIELDS, ("recorded_at",))
+    return (
+        "SELECT EXISTS (SELECT 1 FROM exception e WHERE e.tenant_id = %(tenant)s AND e.id = %(exception)s), "
+        f"(SELECT {run} FROM playbook_run r WHERE r.tenant_id = %(tenant)s AND r.exception_id = %(exception)s "
+        "ORDER BY r.started_at DESC LIMIT 1), "
+        f"(SELECT COALESCE(json_agg({event} ORDER BY v.sequence), '[]'::json)::text FROM exception_event v "
+        "WHERE v.exception_id = %(exception)s AND v.event_type = ANY(%(types)s))"
+    )
+
+
+_PLAYBOOK_VIEW_SQL = None
+
+
+def exception_playbook_view_json(*, tenant_id: str, exception_id: str) -> Any:
+    """`exception_playbook_view` as the API renders it, or None when the tenant has no such exception.
+    On PostgreSQL one statement builds the document (the run with its playbook and steps, and the
+    events), in the caller's tenant scope: bytes. Elsewhere the view's dict."""
+    global _PLAYBOOK_VIEW_SQL
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        from exceptions_app.models import ExceptionRecord
+
+        if not ExceptionRecord.objects.filter(tenant_id=tenant_id, id=exception_id).exists():
+            return None
+        return exception_playbook_view(tenant_id=tenant_id, exception_id=exception_id)
+    if _PLAYBOOK_VIEW_SQL is None:
+        _PLAYBOOK_VIEW_SQL = _playbook_view_sql()
+    ((exists, run, events),) = bulk.select(
+        _PLAYBOOK_VIEW_SQL, {"tenant": tenant_id, "exception": exception_id, "types": list(PLAYBOOK_EVENTS)}
+    )
+    if not exists:
+        return None
+    if run is None:
+        return b'{"run_id":null,"playbook":null,"status":"none","steps":[],"events":' + events.encode() + b"}"
+    return run[:-1].encode() + b',"events":' + events.encode() + b"}"
+
+
 def playbook_batch_state(
     *, tenant: Tenant, exception_ids: Collection[str], playbook_ids: Collection[str]
 ) -> PlaybookBatchState:

@@ -305,6 +305,49 @@ def test_the_playbook_view_of_an_exception_shows_its_run_and_playbook_events(acm
     assert body["events"][0]["event_id"] == recalc.json()["event_id"]
 
 
+def test_the_playbook_document_postgresql_builds_is_the_view_the_api_rendered(acme):
+    """The playbook view is one statement building its JSON; it must be what rendering the ORM's
+    view gave: the run, its playbook, its steps in order and the playbook events, timestamps to the
+    character."""
+    import orjson
+
+    from playbooks_app import selectors
+    from playbooks_app.models import PlaybookRunStep
+    from sentinai.api.renderers import OrjsonRenderer
+
+    exception_id = ingest(acme)
+    playbook = make_playbook("acme")
+    run = await_approval("acme", exception_id, playbook, position=2)
+    started = _created_at(exception_id).replace(microsecond=0)
+    with tenant_scope("acme"):
+        for position, (status, output, finished) in enumerate(
+            [("succeeded", {"ok": True, "n": 1.5}, started + timedelta(seconds=1, microseconds=30)),
+             ("awaiting_approval", {}, None)],
+            start=1,
+        ):  # fmt: skip
+            PlaybookRunStep.objects.create(
+                run=run, tenant_id="acme", position=position, name=f"step-{position}", action="tool",
+                status=status, tool_execution_id=uuid.uuid4() if position == 1 else None, output=output,
+                started_at=started, finished_at=finished,
+            )  # fmt: skip
+    acme.api.post(f"/api/exceptions/acme/{exception_id}/playbook/recalculate", {"reason": "again"})
+    render = OrjsonRenderer().render
+    with tenant_scope("acme"):
+        document = selectors.exception_playbook_view_json(tenant_id="acme", exception_id=exception_id)
+        view = selectors.exception_playbook_view(tenant_id="acme", exception_id=exception_id)
+        assert selectors.exception_playbook_view_json(tenant_id="acme", exception_id=str(uuid.uuid4())) is None
+    assert isinstance(document, bytes)
+    assert orjson.loads(document) == orjson.loads(render(view))
+    assert list(orjson.loads(document)) == list(view), "the same keys in the same order"
+    body = acme.api.get(f"/api/exceptions/acme/{exception_id}/playbook").json()
+    assert [s["position"] for s in body["steps"]] == [1, 2]
+    assert body["steps"][0]["started_at"] == started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["steps"][0]["finished_at"] == (started + timedelta(seconds=1, microseconds=30)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    assert [e["event_type"] for e in body["events"]] == ["PlaybookRecalculationRequested"]
+
+
 def test_a_playbook_is_served_with_its_steps_in_order(acme):
     playbook = make_playbook("acme", steps=3)
     response = acme.api.get(f"/api/playbooks/{playbook.id}")
