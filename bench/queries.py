@@ -1453,8 +1453,7 @@ def explain_plans(args) -> dict:
     from django.db import connection
 
     from exceptions_app import selectors
-    from exceptions_app.models import ExceptionRecord
-    from playbooks_app.selectors import exception_playbook_view
+    from playbooks_app import selectors as playbook_selectors
     from sentinai.tenancy.scope import tenant_scope
     from tools_app import selectors as tool_selectors
 
@@ -1484,7 +1483,7 @@ def explain_plans(args) -> dict:
 
     def page(**filters):
         after = filters.pop("after", None)
-        return lambda: selectors.exception_page(tenant_id=biggest, filters=filters, after=after, limit=50)
+        return lambda: selectors.exception_page_json(tenant_id=biggest, filters=filters, after=after, limit=50)
 
     def detail(tenant, exception_id):
         # The detail is one call of sentinai_exception_document on a raw psycopg cursor, which
@@ -1493,11 +1492,9 @@ def explain_plans(args) -> dict:
         return [(selectors._DETAIL_SQL, [tenant, str(exception_id)])]
 
     def playbook(tenant, exception_id):
-        def fn():
-            ExceptionRecord.objects.filter(tenant_id=tenant, id=exception_id).exists()
-            exception_playbook_view(tenant_id=tenant, exception_id=str(exception_id))
-
-        return fn
+        # One statement on the server cursor (playbooks_app.selectors.exception_playbook_view_json).
+        params = {"tenant": tenant, "exception": str(exception_id), "types": list(playbook_selectors.PLAYBOOK_EVENTS)}
+        return [(playbook_selectors.playbook_view_sql(), params)]
 
     cases = [
         ("list: status, first page", biggest, page(status="in_progress"), "exception_tenant_status"),

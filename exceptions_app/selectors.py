@@ -184,7 +184,11 @@ def exception_trace(*, tenant_id: str, exception_id: str) -> dict[str, Any]:
 
 
 def _json_object(alias: str, fields: tuple[str, ...], renames: dict[str, str]) -> str:
-    return "json_build_object(" + ", ".join(f"'{renames.get(f, f)}', {alias}.\"{f}\"" for f in fields) + ")"
+    def value(name: str) -> str:
+        column = f'{alias}."{name}"'
+        return api_timestamp_sql(column) if name in (*_TIMESTAMPS, "recorded_at") else column
+
+    return "json_build_object(" + ", ".join(f"'{renames.get(f, f)}', {value(f)}" for f in fields) + ")"
 
 
 _DETAIL_SQL = (

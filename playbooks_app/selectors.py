@@ -102,7 +102,8 @@ def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, A
     }
 
 
-def _playbook_view_sql() -> str:
+def playbook_view_sql() -> str:
+    """The statement of `exception_playbook_view_json` (bench/queries.py explains it)."""
     from exceptions_app.selectors import EVENT_FIELDS, api_timestamp_sql
 
     def obj(alias: str, fields: tuple[str, ...], timestamps: tuple[str, ...] = (), renames: dict | None = None):
@@ -155,7 +156,7 @@ def exception_playbook_view_json(*, tenant_id: str, exception_id: str) -> Any:
             return None
         return exception_playbook_view(tenant_id=tenant_id, exception_id=exception_id)
     if _PLAYBOOK_VIEW_SQL is None:
-        _PLAYBOOK_VIEW_SQL = _playbook_view_sql()
+        _PLAYBOOK_VIEW_SQL = playbook_view_sql()
     ((exists, run, events),) = bulk.select(
         _PLAYBOOK_VIEW_SQL, {"tenant": tenant_id, "exception": exception_id, "types": list(PLAYBOOK_EVENTS)}
     )

@@ -120,6 +120,23 @@ def test_the_page_postgresql_renders_is_the_page_the_api_rendered_from_rows(acme
     assert by_id[ids[3]]["payload"] == {"nested": {"list": [1, 2.5, None, True, "x\u00e9"]}, "big": 2**62}
 
 
+def test_the_list_the_detail_and_the_playbook_view_write_the_same_instant_the_same_way(acme):
+    exception_id = ingest(acme)
+    whole_second = _created_at(exception_id).replace(microsecond=0)
+    _set(exception_id, created_at=whole_second, updated_at=whole_second + timedelta(microseconds=120))
+    (listed,) = acme.api.get("/api/exceptions/acme").json()["results"]
+    detail = acme.api.get(f"/api/exceptions/acme/{exception_id}").json()
+    assert listed["created_at"] == detail["created_at"] == whole_second.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert listed["updated_at"] == detail["updated_at"] == whole_second.strftime("%Y-%m-%dT%H:%M:%S.000120Z")
+    (event,) = detail["events"]
+    assert event["recorded_at"].endswith("Z")
+    recalc = acme.api.post(f"/api/exceptions/acme/{exception_id}/playbook/recalculate", {})
+    assert recalc.status_code == 202
+    events = acme.api.get(f"/api/exceptions/acme/{exception_id}/playbook").json()["events"]
+    detail_events = {e["event_id"]: e for e in acme.api.get(f"/api/exceptions/acme/{exception_id}").json()["events"]}
+    assert events and all(e["recorded_at"] == detail_events[e["event_id"]]["recorded_at"] for e in events)
+
+
 def test_an_empty_list_is_200_with_no_results(acme):
     assert acme.api.get("/api/exceptions/acme").json() == {"results": [], "next": None}
 
