@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models.fields.json import KT
 
 from exceptions_app.models import ExceptionRecord
+from sentinai.api.renderers import json_object_sql
 from sentinai.kernel.bulk import keyset_before
 from sentinai.models import ExceptionEvent
 from sentinai.packs.conditions import exception_view
@@ -75,29 +76,11 @@ def exception_page(
 # The list page's rows as the API renders them, built by PostgreSQL: Python then handles one text
 # and the keyset's two columns per row, not 17 columns to load (five timestamps parsed, three JSON
 # documents decoded) and render again (docs/performance.md, "The list page rendered by PostgreSQL").
-# Timestamps are written as the API's renderer writes them (orjson, OPT_UTC_Z): UTC, "Z", and
-# microseconds only when there are any.
 _TIMESTAMPS = ("occurred_at", "sla_due_at", "closed_at", "created_at", "updated_at")
 
 
-def api_timestamp_sql(column: str) -> str:
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (
-        f"CASE WHEN {column} IS NULL THEN NULL ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
-        f"|| CASE WHEN date_trunc('second', {utc}) = {utc} THEN '' "
-        f"ELSE to_char({utc}, '.US') END || 'Z' END"
-    )
-
-
-def _row_json(table: str) -> str:
-    pairs = []
-    for name in FIELDS:
-        column = f'{table}."{name}"'
-        pairs.append(
-            f"'{'exception_id' if name == 'id' else name}', "
-            + (api_timestamp_sql(column) if name in _TIMESTAMPS else column)
-        )
-    return "(json_build_object(" + ", ".join(pairs) + "))::text"
+def _exception_json(alias: str) -> str:
+    return json_object_sql(alias, FIELDS, timestamps=_TIMESTAMPS, renames={"id": "exception_id"})
 
 
 def exception_page_json(
@@ -113,7 +96,7 @@ def exception_page_json(
     table = connection.ops.quote_name(ExceptionRecord._meta.db_table)
     rows = list(
         _filtered(tenant_id, filters, after)
-        .annotate(document=RawSQL(_row_json(table), ()))
+        .annotate(document=RawSQL(f"({_exception_json(table)})::text", ()))
         .order_by("-created_at", "-id")
         .values_list("document", "created_at", "id")[: limit + 1]
     )
@@ -183,19 +166,11 @@ def exception_trace(*, tenant_id: str, exception_id: str) -> dict[str, Any]:
     return {"exception_id": exception_id, "duration_ms": duration, "agents": agents, "spans": spans}
 
 
-def _json_object(alias: str, fields: tuple[str, ...], renames: dict[str, str]) -> str:
-    def value(name: str) -> str:
-        column = f'{alias}."{name}"'
-        return api_timestamp_sql(column) if name in (*_TIMESTAMPS, "recorded_at") else column
-
-    return "json_build_object(" + ", ".join(f"'{renames.get(f, f)}', {value(f)}" for f in fields) + ")"
-
-
 _DETAIL_SQL = (
     "SELECT ("
-    + _json_object("e", FIELDS, {"id": "exception_id"})[:-1]
+    + _exception_json("e")[:-1]
     + ", 'events', COALESCE((SELECT json_agg("
-    + _json_object("v", EVENT_FIELDS, {})
+    + json_object_sql("v", EVENT_FIELDS, timestamps=("recorded_at",))
     + " ORDER BY v.sequence) FROM exception_event v WHERE v.exception_id = e.id), '[]'::json))"
     + ")::text FROM exception e WHERE e.tenant_id = %s AND e.id = %s"
 )

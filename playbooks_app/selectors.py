@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection
+from functools import cache
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from playbooks_app.domain import (
     StepStatus,
 )
 from playbooks_app.models import Playbook, PlaybookRun, PlaybookRunStep, PlaybookStep
+from sentinai.api.renderers import api_timestamp_sql, json_object_sql
 from sentinai.kernel import bulk
 from sentinai.kernel.cache import TTLCache
 from sentinai.models import Tenant
@@ -102,22 +104,15 @@ def exception_playbook_view(*, tenant_id: str, exception_id: str) -> dict[str, A
     }
 
 
+@cache
 def playbook_view_sql() -> str:
     """The statement of `exception_playbook_view_json` (bench/queries.py explains it)."""
-    from exceptions_app.selectors import EVENT_FIELDS, api_timestamp_sql
+    from exceptions_app.selectors import EVENT_FIELDS
 
-    def obj(alias: str, fields: tuple[str, ...], timestamps: tuple[str, ...] = (), renames: dict | None = None):
-        pairs = []
-        for name in fields:
-            column = f'{alias}."{name}"'
-            value = api_timestamp_sql(column) if name in timestamps else column
-            pairs.append(f"'{(renames or {}).get(name, name)}', {value}")
-        return "json_build_object(" + ", ".join(pairs) + ")"
-
-    step = obj(
+    step = json_object_sql(
         "s",
         ("position", "name", "action", "status", "tool_execution_id", "output", "started_at", "finished_at"),
-        ("started_at", "finished_at"),
+        timestamps=("started_at", "finished_at"),
     )
     started, finished = api_timestamp_sql('r."started_at"'), api_timestamp_sql('r."finished_at"')
     run = (
@@ -129,7 +124,7 @@ def playbook_view_sql() -> str:
         f"'steps', COALESCE((SELECT json_agg({step} ORDER BY s.\"position\") FROM playbook_run_step s "
         'WHERE s."run_id" = r."id"), \'[]\'::json))::text'
     )
-    event = obj("v", EVENT_FIELDS, ("recorded_at",))
+    event = json_object_sql("v", EVENT_FIELDS, timestamps=("recorded_at",))
     return (
         "SELECT EXISTS (SELECT 1 FROM exception e WHERE e.tenant_id = %(tenant)s AND e.id = %(exception)s), "
         f"(SELECT {run} FROM playbook_run r WHERE r.tenant_id = %(tenant)s AND r.exception_id = %(exception)s "
@@ -139,14 +134,10 @@ def playbook_view_sql() -> str:
     )
 
 
-_PLAYBOOK_VIEW_SQL = None
-
-
 def exception_playbook_view_json(*, tenant_id: str, exception_id: str) -> Any:
     """`exception_playbook_view` as the API renders it, or None when the tenant has no such exception.
     On PostgreSQL one statement builds the document (the run with its playbook and steps, and the
     events), in the caller's tenant scope: bytes. Elsewhere the view's dict."""
-    global _PLAYBOOK_VIEW_SQL
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -155,10 +146,8 @@ def exception_playbook_view_json(*, tenant_id: str, exception_id: str) -> Any:
         if not ExceptionRecord.objects.filter(tenant_id=tenant_id, id=exception_id).exists():
             return None
         return exception_playbook_view(tenant_id=tenant_id, exception_id=exception_id)
-    if _PLAYBOOK_VIEW_SQL is None:
-        _PLAYBOOK_VIEW_SQL = playbook_view_sql()
     ((exists, run, events),) = bulk.select(
-        _PLAYBOOK_VIEW_SQL, {"tenant": tenant_id, "exception": exception_id, "types": list(PLAYBOOK_EVENTS)}
+        playbook_view_sql(), {"tenant": tenant_id, "exception": exception_id, "types": list(PLAYBOOK_EVENTS)}
     )
     if not exists:
         return None

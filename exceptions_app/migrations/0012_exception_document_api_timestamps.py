@@ -3,7 +3,7 @@
 sentinai_exception_document (0004) built its timestamps with PostgreSQL's own JSON form
 ("+00:00", trailing zeros of the fraction dropped), while the list, the playbook view and every
 other response write them as the API's renderer does (UTC with "Z", microseconds only when there
-are any: exceptions_app.selectors.api_timestamp_sql). The same instant came back as two different
+are any: sentinai.api.renderers.api_timestamp_sql). The same instant came back as two different
 strings from the list and the detail. The function now runs selectors._DETAIL_SQL as it is today
 (tests/integration/test_database.py checks the two are identical).
 """

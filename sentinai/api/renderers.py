@@ -26,3 +26,32 @@ class OrjsonRenderer(BaseRenderer):
         if data is None:
             return b""
         return orjson.dumps(data, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+# --- the same format written by PostgreSQL ------------------------------------------------------
+# Read paths whose documents PostgreSQL builds (json_build_object) write their timestamps as
+# OrjsonRenderer does with OPT_UTC_Z: UTC, "Z", and microseconds only when there are any.
+
+
+def api_timestamp_sql(column: str) -> str:
+    """SQL writing the timestamptz `column` as this renderer writes a datetime."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        f"|| CASE WHEN date_trunc('second', {utc}) = {utc} THEN '' "
+        f"ELSE to_char({utc}, '.US') END || 'Z' END"
+    )
+
+
+def json_object_sql(
+    alias: str, fields: tuple[str, ...], *, timestamps: tuple[str, ...] = (), renames: dict[str, str] | None = None
+) -> str:
+    """SQL building the JSON object this renderer would write for `fields` of the row `alias`:
+    each field under its name (or its `renames` entry), `timestamps` written as above."""
+    renames = renames or {}
+
+    def value(name: str) -> str:
+        column = f'{alias}."{name}"'
+        return api_timestamp_sql(column) if name in timestamps else column
+
+    return "json_build_object(" + ", ".join(f"'{renames.get(f, f)}', {value(f)}" for f in fields) + ")"
