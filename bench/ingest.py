@@ -269,6 +269,22 @@ def measure_capacity(topology: Topology, args, items: Items) -> dict:
     return {"exceptions": len(ids), "exceptions_per_s": round(len(ids) / seconds, 1), "seconds": round(seconds, 1)}
 
 
+def warm_up(topology: Topology, args, items: Items, count: int = 200) -> None:
+    """With the capacity given, the load would otherwise meet a cold stack: every worker's pool still
+    forking and importing, its first batches paying for connections and caches (seconds of CPU that
+    are not the load's, and a tail that is not the steady state's). A few exceptions of the mix,
+    through every hop, first."""
+    ids = post_all(
+        topology, count, single_share=args.single_share, batch=min(args.batch, count // 2),
+        singles=args.singles, batchers=args.batchers, items=items,
+    )  # fmt: skip
+    if not wait_terminal(topology, ids, timeout=300):
+        raise SystemExit(f"warm-up: {len(topology.not_terminal(ids))} exceptions not terminal after 300 s")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and feedback_count(topology, ids) < len(ids):
+        time.sleep(1)
+
+
 def feedback_count(topology: Topology, ids: list[str]) -> int:
     ((count,),) = topology.sql(
         "SELECT count(*) FROM exception_event WHERE exception_id = ANY(%s::uuid[]) AND event_type = 'FeedbackCaptured'",
@@ -302,13 +318,13 @@ def component_pids(topology: Topology) -> dict[int, str]:
     return own
 
 
-def cpu_seconds(db: str, own: dict[int, str]) -> dict[int, tuple[str, float]]:
+def cpu_seconds(db: str, own: dict[int, str], procs=None) -> dict[int, tuple[str, float]]:
     """CPU seconds so far per process: the stack's, this client, PostgreSQL (backends of `db` and the
     shared background processes) and RabbitMQ (the shared broker: others' work counts too)."""
     from bench.procstat import processes
 
     out: dict[int, tuple[str, float]] = {}
-    for proc in processes():
+    for proc in processes() if procs is None else procs:
         if proc.pid == os.getpid():
             out[proc.pid] = ("client", proc.cpu_seconds)
         elif proc.pid in own:
@@ -361,6 +377,7 @@ class IngestRun:
         time.sleep(3)  # the admission limits are read per process with a short cache
         if args.capacity:
             capacity = {"given": True, "exceptions_per_s": args.capacity}
+            warm_up(topology, args, self.items)
         else:
             print(f"capacity: {args.capacity_exceptions} exceptions, the load phase's mix, at once ...", flush=True)
             capacity = measure_capacity(topology, args, self.items)
@@ -384,10 +401,14 @@ class IngestRun:
             "batch": Kind("batch", port=topology.port, key=topology.key, path=f"/api/exceptions/{TENANT}/batch",
                           size=args.batch, rate=batch_rate, threads=args.batchers, items=self.items),
         }  # fmt: skip
+        from bench.procstat import processes
+
         self.own = component_pids(topology)
         self.load_before = load_average()
         self.busy0 = cpu_busy()
-        self.cpu0 = cpu_seconds(args.db, self.own)
+        # Every process's CPU now, told apart at the end: a worker's pool child forked after this
+        # moment (or a restarted program) is the stack's too, and counts from here.
+        self.procs0 = list(processes())
         self.started, self.wall0 = time.monotonic(), time.time()
         for kind in self.kinds.values():
             kind.start()
@@ -402,7 +423,8 @@ class IngestRun:
         elapsed = time.monotonic() - self.started
         wall1 = time.time()
         busy1 = cpu_busy()
-        cpu1 = cpu_seconds(args.db, self.own)
+        own = {**self.own, **component_pids(topology)}
+        cpu0, cpu1 = cpu_seconds(args.db, own, self.procs0), cpu_seconds(args.db, own)
         load_after = load_average()
         ids = [i for kind in self.kinds.values() for i in kind.exception_ids]
         backlog = len(topology.not_terminal(ids))
@@ -423,7 +445,7 @@ class IngestRun:
                     "drain_s": round(max(times) - wall1, 1) if times else None,
                 },
                 "machine_cpu_utilisation": round((busy1[0] - self.busy0[0]) / (busy1[1] - self.busy0[1]), 3),
-                "cpu_seconds_by_component": cpu_delta(self.cpu0, cpu1),
+                "cpu_seconds_by_component": cpu_delta(cpu0, cpu1),
                 "load_average_before": self.load_before,
                 "load_average_after": load_after,
             }
