@@ -1482,8 +1482,9 @@ def explain_plans(args) -> dict:
     window_end = sample("SELECT max(created_at) - interval '10 days' FROM exception", [])[0][0]
 
     def page(**filters):
+        # One statement on the server cursor, which Django's execute_wrapper does not see.
         after = filters.pop("after", None)
-        return lambda: selectors.exception_page_json(tenant_id=biggest, filters=filters, after=after, limit=50)
+        return [selectors.exception_page_statement(tenant_id=biggest, filters=filters, after=after, limit=50)]
 
     def detail(tenant, exception_id):
         # The detail is one call of sentinai_exception_document on a raw psycopg cursor, which

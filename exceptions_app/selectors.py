@@ -83,28 +83,66 @@ def _exception_json(alias: str) -> str:
     return json_object_sql(alias, FIELDS, timestamps=_TIMESTAMPS, renames={"id": "exception_id"})
 
 
+# The filters a list page can have, in the order their conditions are written; each set of them
+# present is one statement text, built once (no ORM query build per request).
+_FILTER_CONDITIONS = (
+    ("status", "e.status = %s"),
+    ("severity", "e.severity = %s"),
+    ("exception_type", "e.exception_type = %s"),
+    ("created_after", "e.created_at > %s"),
+    ("created_before", "e.created_at < %s"),
+)
+
+
+@cache
+def _page_sql(present: tuple[str, ...], keyset: bool) -> str:
+    conditions = ["e.tenant_id = %s", *(sql for name, sql in _FILTER_CONDITIONS if name in present)]
+    if keyset:
+        # A row comparison, as keyset_before writes it: the (tenant_id, <filter>, created_at, id)
+        # indexes seek straight to the cursor.
+        conditions.append("(e.created_at, e.id) < (%s, %s)")
+    return (
+        f"SELECT ({_exception_json('e')})::text FROM exception e WHERE {' AND '.join(conditions)} "
+        "ORDER BY e.created_at DESC, e.id DESC LIMIT %s"
+    )
+
+
+def exception_page_statement(
+    *, tenant_id: str, filters: dict[str, Any], after: dict[str, Any] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The PostgreSQL statement of a list page (one more row than `limit`: is there a next page)."""
+    present = tuple(name for name, _ in _FILTER_CONDITIONS if filters.get(name))
+    params: list[Any] = [tenant_id, *(filters[name] for name in present)]
+    if after is not None:
+        params += [after["c"], after["i"]]
+    params.append(limit + 1)
+    return _page_sql(present, after is not None), params
+
+
 def exception_page_json(
     *, tenant_id: str, filters: dict[str, Any], after: dict[str, Any] | None, limit: int
 ) -> tuple[Any, dict[str, Any] | None]:
     """`exception_page` with its rows already rendered: on PostgreSQL an orjson.Fragment of the JSON
-    array (the same document the API renders from `exception_page`'s rows), elsewhere those rows."""
+    array (the same document the API renders from `exception_page`'s rows), elsewhere those rows.
+
+    One fixed-text statement per set of filters; only the documents come back, and the next page's
+    position is read from the last one (its `created_at` is the column to the microsecond, in the
+    API's format, which `parse_position` reads)."""
     from django.db import connection
-    from django.db.models.expressions import RawSQL
+
+    from sentinai.kernel import bulk
 
     if connection.vendor != "postgresql":
         return exception_page(tenant_id=tenant_id, filters=filters, after=after, limit=limit)
-    table = connection.ops.quote_name(ExceptionRecord._meta.db_table)
-    rows = list(
-        _filtered(tenant_id, filters, after)
-        .annotate(document=RawSQL(f"({_exception_json(table)})::text", ()))
-        .order_by("-created_at", "-id")
-        .values_list("document", "created_at", "id")[: limit + 1]
-    )
+    with bulk.server_cursor() as cursor:
+        cursor.execute(*exception_page_statement(tenant_id=tenant_id, filters=filters, after=after, limit=limit))
+        documents = [row[0] for row in cursor.fetchall()]
     position = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        position = {"c": rows[-1][1].isoformat(), "i": str(rows[-1][2])}
-    return orjson.Fragment("[" + ",".join(row[0] for row in rows) + "]"), position
+    if len(documents) > limit:
+        documents = documents[:limit]
+        last = orjson.loads(documents[-1])
+        position = {"c": last["created_at"], "i": last["exception_id"]}
+    return orjson.Fragment("[" + ",".join(documents) + "]"), position
 
 
 def exception_get(*, tenant_id: str, exception_id: str) -> dict[str, Any] | None:
