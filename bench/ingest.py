@@ -249,23 +249,14 @@ def measure_capacity(topology: Topology, args, items: Items) -> dict:
     faster than the pipeline works: `count` of them over the time from the first one recorded to the
     last one terminal (as bench/soak.py). The mix matters: a single POST starts its own small batches
     through every agent, so the pipeline does fewer exceptions per second when more come singly."""
-    ids = post_all(
-        topology, args.capacity_exceptions, single_share=args.single_share, batch=args.batch,
-        singles=args.singles, batchers=args.batchers, items=items,
-    )  # fmt: skip
-    if not wait_terminal(topology, ids, timeout=900):
-        raise SystemExit(f"capacity phase: {len(topology.not_terminal(ids))} exceptions not terminal after 900 s")
+    ids = work_through(
+        topology, args, items, args.capacity_exceptions, batch=args.batch, timeout=900, phase="capacity phase"
+    )
     ((first,),) = topology.sql(
         "SELECT extract(epoch FROM min(recorded_at)) FROM exception_event WHERE exception_id = ANY(%s::uuid[])",
         (ids,),
     )
-    times = terminal_times(topology, ids)
-    seconds = times[-1] - float(first)
-    # The feedback agent's hop comes after the terminal status: let it finish, or its work would be
-    # counted in the load phase that follows.
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and feedback_count(topology, ids) < len(ids):
-        time.sleep(2)
+    seconds = terminal_times(topology, ids)[-1] - float(first)
     return {"exceptions": len(ids), "exceptions_per_s": round(len(ids) / seconds, 1), "seconds": round(seconds, 1)}
 
 
@@ -274,15 +265,25 @@ def warm_up(topology: Topology, args, items: Items, count: int = 200) -> None:
     forking and importing, its first batches paying for connections and caches (seconds of CPU that
     are not the load's, and a tail that is not the steady state's). A few exceptions of the mix,
     through every hop, first."""
+    work_through(topology, args, items, count, batch=min(args.batch, count // 2), timeout=300, phase="warm-up")
+
+
+def work_through(
+    topology: Topology, args, items: Items, count: int, *, batch: int, timeout: int, phase: str
+) -> list[str]:
+    """Post `count` exceptions of the load's mix and wait until every one is terminal and the feedback
+    agent's hop, which comes after the terminal status, is done too: its work would otherwise be
+    counted in the phase that follows. Returns the exceptions' ids."""
     ids = post_all(
-        topology, count, single_share=args.single_share, batch=min(args.batch, count // 2),
+        topology, count, single_share=args.single_share, batch=batch,
         singles=args.singles, batchers=args.batchers, items=items,
     )  # fmt: skip
-    if not wait_terminal(topology, ids, timeout=300):
-        raise SystemExit(f"warm-up: {len(topology.not_terminal(ids))} exceptions not terminal after 300 s")
-    deadline = time.monotonic() + 120
+    if not wait_terminal(topology, ids, timeout=timeout):
+        raise SystemExit(f"{phase}: {len(topology.not_terminal(ids))} exceptions not terminal after {timeout} s")
+    deadline = time.monotonic() + timeout / 3
     while time.monotonic() < deadline and feedback_count(topology, ids) < len(ids):
         time.sleep(1)
+    return ids
 
 
 def feedback_count(topology: Topology, ids: list[str]) -> int:
