@@ -243,7 +243,13 @@ PROPS
   if [ ! -f "$data/meta.properties" ]; then
     log "formatting Kafka storage in $data"
     local cluster_id
-    cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # Base64 of a random UUID, never starting with '-' (as Kafka's own Uuid.randomUuid ensures): one
+    # in 64 does, and the tool's parser then reads it as an option ("--cluster-id: expected one argument").
+    cluster_id=$(python3 -c '
+import base64, uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(cid)')
     java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" \
       --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" >> "$logs/storage.log" 2>&1 \
       || die "Kafka storage format failed: see $logs/storage.log"
